@@ -1,0 +1,62 @@
+/**
+ * kiln's one error family. Every error has a stable `code` that scripts and the controller can match on,
+ * a message a person understands, and the underlying `cause` when there is one.
+ */
+export class KilnError extends Error {
+  readonly code: string = "KILN_ERR";
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+  /** A temporary error may succeed when the same step is repeated (network, 5xx, 429). */
+  get temporary(): boolean {
+    return false;
+  }
+}
+
+/** The user's input is wrong: a spec, a Dockerfile, a flag. Repeating the same input fails the same way. */
+export class InvalidInputError extends KilnError {
+  override readonly code: string = "KILN_ERR_INVALID_INPUT";
+}
+
+/** A path would leave the root it must stay in (`..`, an absolute symlink, a link through a symlink). */
+export class PathEscapeError extends KilnError {
+  override readonly code = "KILN_ERR_PATH_ESCAPE";
+  readonly path: string;
+  constructor(path: string, root: string, why: string) {
+    super(`path ${JSON.stringify(path)} escapes ${root}: ${why}`);
+    this.path = path;
+  }
+}
+
+/** Content did not match the digest it was addressed by. */
+export class DigestMismatchError extends KilnError {
+  override readonly code = "KILN_ERR_DIGEST_MISMATCH";
+  readonly expected: string;
+  readonly actual: string;
+  constructor(what: string, expected: string, actual: string) {
+    super(`${what}: content has digest ${actual}, expected ${expected}`);
+    this.expected = expected;
+    this.actual = actual;
+  }
+}
+
+/** Something that should exist does not: a blob, a file in the context, an image in a layout. */
+export class NotFoundError extends KilnError {
+  override readonly code: string = "KILN_ERR_NOT_FOUND";
+}
+
+export function isTemporary(err: unknown): boolean {
+  return err instanceof KilnError && err.temporary;
+}
+
+/** The text a person reads: the message chain, each cause once. */
+export function describeError(err: unknown): string {
+  const parts: string[] = [];
+  for (let e: unknown = err; e !== undefined && parts.length < 5; e = (e as { cause?: unknown }).cause) {
+    const msg = e instanceof Error ? e.message : String(e);
+    if (!parts.some((p) => p.includes(msg))) parts.push(msg);
+    if (!(e instanceof Error)) break;
+  }
+  return parts.join(": ");
+}

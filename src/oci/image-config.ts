@@ -1,0 +1,58 @@
+import { z } from "zod";
+import { DigestSchema } from "./digest.ts";
+
+const StringSet = z.record(z.string(), z.object({}).loose());
+
+/**
+ * The container config (image-spec config.md `config`), plus the Docker fields that the OCI format
+ * drops but Docker-format images carry (Healthcheck, OnBuild, Shell): kiln keeps them when present.
+ */
+export const ContainerConfigSchema = z.looseObject({
+  User: z.string().optional(),
+  ExposedPorts: StringSet.optional(),
+  Env: z.array(z.string()).optional(),
+  Entrypoint: z.array(z.string()).nullable().optional(),
+  Cmd: z.array(z.string()).nullable().optional(),
+  Volumes: StringSet.optional(),
+  WorkingDir: z.string().optional(),
+  Labels: z.record(z.string(), z.string()).nullable().optional(),
+  StopSignal: z.string().optional(),
+  ArgsEscaped: z.boolean().optional(),
+  Healthcheck: z
+    .looseObject({
+      Test: z.array(z.string()).optional(),
+      Interval: z.number().optional(),
+      Timeout: z.number().optional(),
+      StartPeriod: z.number().optional(),
+      StartInterval: z.number().optional(),
+      Retries: z.number().optional(),
+    })
+    .optional(),
+  OnBuild: z.array(z.string()).nullable().optional(),
+  Shell: z.array(z.string()).optional(),
+});
+export type ContainerConfig = z.infer<typeof ContainerConfigSchema>;
+
+export const HistorySchema = z.looseObject({
+  created: z.string().optional(),
+  created_by: z.string().optional(),
+  author: z.string().optional(),
+  comment: z.string().optional(),
+  empty_layer: z.boolean().optional(),
+});
+export type History = z.infer<typeof HistorySchema>;
+
+/** OCI image configuration (image-spec config.md); Docker's container image JSON parses the same way. */
+export const ImageConfigSchema = z.looseObject({
+  created: z.string().optional(),
+  author: z.string().optional(),
+  architecture: z.string(),
+  os: z.string(),
+  "os.version": z.string().optional(),
+  "os.features": z.array(z.string()).optional(),
+  variant: z.string().optional(),
+  config: ContainerConfigSchema.optional(),
+  rootfs: z.object({ type: z.literal("layers"), diff_ids: z.array(DigestSchema) }),
+  history: z.array(HistorySchema).optional(),
+});
+export type ImageConfig = z.infer<typeof ImageConfigSchema>;
