@@ -1,0 +1,66 @@
+import type { ContainerConfig } from "../oci/image-config.ts";
+import type { BuildPlan, CopyOp, Owner, Stage, Step } from "../plan/plan.ts";
+import type { FileCopy, LayerSpec, SpecConfig } from "./spec.ts";
+
+/** The single stage a layer spec compiles to; its name is the plan's target. */
+export const LAYERSPEC_STAGE = "image";
+
+/** Compiles a declarative layer spec into a BuildPlan: one stage per platform, one step per layer. */
+export function compileLayerSpec(spec: LayerSpec, timestamp: number): BuildPlan {
+  const steps = spec.layers.map((layer, i): Step => {
+    const line = i + 1;
+    if (layer.files !== undefined) {
+      const ops = layer.files.map(copyOpOf);
+      return { kind: "copy", line, createdBy: layer.comment ?? describeCopy(layer.files), ops };
+    }
+    const paths = layer.delete ?? [];
+    return { kind: "delete", line, createdBy: layer.comment ?? `DELETE ${paths.join(" ")}`, paths };
+  });
+  const base =
+    spec.base === "scratch" ? ({ kind: "scratch" } as const) : ({ kind: "image", image: spec.base } as const);
+  const config = containerConfigOf(spec.config);
+  const stages = spec.platforms.map(
+    (platform): Stage => ({ name: LAYERSPEC_STAGE, base, platform, steps, config }),
+  );
+  return { stages, target: LAYERSPEC_STAGE, platforms: spec.platforms, timestamp };
+}
+
+export function parseOwner(s: string): Owner {
+  const [user, group] = s.split(":", 2) as [string, string | undefined];
+  return group === undefined ? { user } : { user, group };
+}
+
+function copyOpOf(f: FileCopy): CopyOp {
+  return {
+    from: { kind: "context" },
+    sources: [f.src],
+    dest: f.dest,
+    ...(f.chown !== undefined ? { chown: parseOwner(f.chown) } : {}),
+    ...(f.chmod !== undefined ? { chmod: f.chmod } : {}),
+    exclude: f.exclude,
+    extract: false,
+    parents: false,
+  };
+}
+
+function describeCopy(files: readonly FileCopy[]): string {
+  return files.map((f) => `COPY ${f.chown ? `--chown=${f.chown} ` : ""}${f.src} ${f.dest}`).join("; ");
+}
+
+function containerConfigOf(c: SpecConfig): ContainerConfig {
+  const out: ContainerConfig = {};
+  if (c.env) out.Env = Object.entries(c.env).map(([k, v]) => `${k}=${v}`);
+  if (c.entrypoint) {
+    out.Entrypoint = c.entrypoint;
+    // As in Docker: a new entrypoint drops the base image's cmd unless the spec gives one.
+    out.Cmd = c.cmd ?? null;
+  } else if (c.cmd) out.Cmd = c.cmd;
+  if (c.workingDir) out.WorkingDir = c.workingDir;
+  if (c.user) out.User = c.user;
+  if (c.labels) out.Labels = c.labels;
+  if (c.exposedPorts)
+    out.ExposedPorts = Object.fromEntries(c.exposedPorts.map((p) => [p.includes("/") ? p : `${p}/tcp`, {}]));
+  if (c.volumes) out.Volumes = Object.fromEntries(c.volumes.map((v) => [v, {}]));
+  if (c.stopSignal) out.StopSignal = c.stopSignal;
+  return out;
+}
