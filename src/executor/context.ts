@@ -1,0 +1,188 @@
+import { existsSync, lstatSync, readdirSync, readFileSync, readlinkSync, type Stats } from "node:fs";
+import { join } from "node:path";
+import dockerignore from "@balena/dockerignore";
+import { InvalidInputError, NotFoundError } from "../errors.ts";
+import { resolveInRoot } from "../oci/root-path.ts";
+
+const ROOT_NAME = "the build context";
+
+/** A file or directory of the build context, by its path relative to the context root. */
+export interface ContextFile {
+  readonly path: string;
+  readonly stats: Stats;
+}
+
+/**
+ * The build context on disk. Every path a build names is resolved strictly inside it (no `..` above the
+ * root, no symlink leading out), and paths excluded by .dockerignore do not exist for the build.
+ */
+export class BuildContext {
+  readonly root: string;
+  readonly #ignore: Matcher;
+  readonly #hasExceptions: boolean;
+
+  constructor(root: string, ignorePatterns: readonly string[] = []) {
+    const stats = statOrUndefined(root);
+    if (!stats?.isDirectory()) throw new NotFoundError(`build context ${root} is not a directory`);
+    this.root = root;
+    this.#ignore = newMatcher(ignorePatterns);
+    this.#hasExceptions = ignorePatterns.some((p) => p.trim().startsWith("!"));
+  }
+
+  /** Opens a context and reads its `.dockerignore` (or the given ignore file) if present. */
+  static open(root: string, ignoreFile = join(root, ".dockerignore")): BuildContext {
+    const patterns = existsSync(ignoreFile) ? parseIgnoreFile(readFileSync(ignoreFile, "utf8")) : [];
+    return new BuildContext(root, patterns);
+  }
+
+  readonly readlink = (rel: string): string | undefined => {
+    const st = statOrUndefined(join(this.root, rel));
+    return st?.isSymbolicLink() ? readlinkSync(join(this.root, rel), "utf8") : undefined;
+  };
+
+  isIgnored(rel: string): boolean {
+    return rel !== "" && this.#ignore.ignores(rel);
+  }
+
+  /** Resolves a source path strictly inside the context, following symlinks it names. */
+  resolve(path: string): string {
+    return resolveInRoot(path, this.readlink, "strict", true, ROOT_NAME);
+  }
+
+  lstat(rel: string): Stats | undefined {
+    if (this.isIgnored(rel)) return undefined;
+    return statOrUndefined(join(this.root, rel));
+  }
+
+  /**
+   * The context paths a COPY/ADD source names: the path itself, or every match of a wildcard pattern
+   * (Go filepath.Match per component, as Docker). Missing sources are an error that names them.
+   */
+  match(source: string): string[] {
+    if (!hasWildcard(source)) {
+      const rel = this.resolve(source);
+      if (this.lstat(rel) === undefined) throw new NotFoundError(`${source}: not found in ${ROOT_NAME}`);
+      return [rel];
+    }
+    const parts = source.split("/").filter((c) => c !== "" && c !== ".");
+    let candidates = [""];
+    for (const part of parts) {
+      const next: string[] = [];
+      for (const dir of candidates) {
+        if (!hasWildcard(part)) {
+          const rel = this.resolve(dir === "" ? part : `${dir}/${part}`);
+          if (this.lstat(rel) !== undefined) next.push(rel);
+          continue;
+        }
+        const re = globComponentRegExp(part);
+        const dirRel = this.resolve(dir);
+        for (const name of this.readdir(dirRel)) {
+          if (re.test(name)) next.push(this.resolve(dirRel === "" ? name : `${dirRel}/${name}`));
+        }
+      }
+      candidates = next;
+    }
+    if (candidates.length === 0) throw new NotFoundError(`${source}: no file in ${ROOT_NAME} matches`);
+    return [...new Set(candidates)].sort();
+  }
+
+  /** Names in a context directory, sorted, ignored entries left out. */
+  readdir(rel: string): string[] {
+    const st = this.lstat(rel);
+    if (!st?.isDirectory()) return [];
+    return readdirSync(join(this.root, rel))
+      .filter(
+        (name) => !this.isIgnored(rel === "" ? name : `${rel}/${name}`) || this.#mayHoldException(rel, name),
+      )
+      .sort();
+  }
+
+  /**
+   * Every file under `rel` (itself first, parents before children), never following symlinks, leaving out
+   * ignored paths and those `exclude` matches (patterns relative to `rel`).
+   */
+  walk(rel: string, exclude: readonly string[] = []): ContextFile[] {
+    const excluded = exclude.length > 0 ? newMatcher(exclude) : undefined;
+    const out: ContextFile[] = [];
+    const visit = (path: string, sub: string): void => {
+      const stats = statOrUndefined(join(this.root, path));
+      if (stats === undefined) return;
+      const dropped =
+        (path !== "" && this.isIgnored(path)) || (sub !== "" && excluded?.ignores(sub) === true);
+      if (!dropped) out.push({ path, stats });
+      if (!stats.isDirectory()) return;
+      // A dropped directory is walked only when an exception pattern may re-include something below it.
+      if (dropped && !this.#hasExceptions) return;
+      for (const name of readdirSync(join(this.root, path)).sort()) {
+        visit(path === "" ? name : `${path}/${name}`, sub === "" ? name : `${sub}/${name}`);
+      }
+    };
+    visit(rel, "");
+    return out;
+  }
+
+  #mayHoldException(dir: string, name: string): boolean {
+    if (!this.#hasExceptions) return false;
+    const st = statOrUndefined(join(this.root, dir, name));
+    return st?.isDirectory() === true;
+  }
+}
+
+type Matcher = ReturnType<typeof dockerignore.default>;
+
+/** A matcher with Docker's .dockerignore rules (patterns anchored at the root, `**`, `!` exceptions, last match wins). */
+function newMatcher(patterns: readonly string[]): Matcher {
+  // The package is CommonJS; its factory is reachable as `.default` under both Node's and TypeScript's interop.
+  return dockerignore.default().add([...patterns]);
+}
+
+function statOrUndefined(p: string): Stats | undefined {
+  try {
+    return lstatSync(p);
+  } catch (err) {
+    if (
+      (err as NodeJS.ErrnoException).code === "ENOENT" ||
+      (err as NodeJS.ErrnoException).code === "ENOTDIR"
+    ) {
+      return undefined;
+    }
+    throw err;
+  }
+}
+
+/** .dockerignore lines: comments and blank lines dropped, whitespace trimmed. */
+export function parseIgnoreFile(text: string): string[] {
+  return text
+    .split(/\r?\n/)
+    .map((l) => l.trim())
+    .filter((l) => l !== "" && !l.startsWith("#"));
+}
+
+export function hasWildcard(p: string): boolean {
+  return /[*?[]/.test(p);
+}
+
+/** Go's filepath.Match for one path component: `*`, `?`, `[...]` classes with `^`/`!` negation, `\` escapes. */
+export function globComponentRegExp(pattern: string): RegExp {
+  let re = "";
+  for (let i = 0; i < pattern.length; i++) {
+    const c = pattern[i]!;
+    if (c === "*") re += "[^/]*";
+    else if (c === "?") re += "[^/]";
+    else if (c === "\\" && i + 1 < pattern.length) re += escapeRegExp(pattern[++i]!);
+    else if (c === "[") {
+      const end = pattern.indexOf("]", i + 2);
+      if (end < 0)
+        throw new InvalidInputError(`invalid wildcard pattern ${JSON.stringify(pattern)}: unclosed [`);
+      let body = pattern.slice(i + 1, end);
+      if (body.startsWith("^") || body.startsWith("!")) body = `^${body.slice(1)}`;
+      re += `[${body.replace(/\\(.)/g, "\\$1")}]`;
+      i = end;
+    } else re += escapeRegExp(c);
+  }
+  return new RegExp(`^${re}$`, "u");
+}
+
+function escapeRegExp(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&");
+}
