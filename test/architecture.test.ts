@@ -15,6 +15,7 @@ const MAY_IMPORT: Record<string, readonly string[]> = {
   executor: ["oci", "plan", "registry"],
   pusher: ["oci", "plan", "registry"],
   build: ["oci", "plan", "registry", "dockerfile", "layerspec", "executor", "pusher"],
+  cli: ["oci", "plan", "registry", "dockerfile", "layerspec", "executor", "pusher", "build", "api", "kube", "controller"],
   kube: ["api", "oci", "plan"],
   controller: ["api", "kube", "plan", "oci", "dockerfile", "layerspec"],
 };

@@ -1,0 +1,125 @@
+import { InvalidInputError } from "../errors.ts";
+import { layerPath, resolveInRoot } from "../oci/root-path.ts";
+
+export type NodeType =
+  | "file"
+  | "directory"
+  | "symlink"
+  | "link"
+  | "character-device"
+  | "block-device"
+  | "fifo";
+
+/** What kiln knows of one path of an image without unpacking it: the metadata of its tar entry. */
+export interface TreeNode {
+  readonly type: NodeType;
+  readonly mode: number;
+  readonly uid: number;
+  readonly gid: number;
+  readonly size: number;
+  readonly linkname?: string;
+}
+
+const WHITEOUT_PREFIX = ".wh.";
+const OPAQUE = ".wh..wh..opq";
+/** Files whose content kiln keeps while indexing layers: they resolve user and group names. */
+const KEPT_FILES = new Set(["etc/passwd", "etc/group"]);
+
+/**
+ * An image's merged file tree as metadata: the base layers applied in order (whiteouts and opaque
+ * directories included), then what the build adds. File-only builds use it to resolve destinations
+ * through the image's own symlinks, to know whether a destination is a directory, and to read users.
+ */
+export class ImageTree {
+  readonly #nodes = new Map<string, TreeNode>([
+    ["", { type: "directory", mode: 0o755, uid: 0, gid: 0, size: 0 }],
+  ]);
+  readonly #content = new Map<string, string>();
+
+  get(path: string): TreeNode | undefined {
+    return this.#nodes.get(layerPath(path));
+  }
+
+  readonly readlink = (rel: string): string | undefined => {
+    const n = this.#nodes.get(rel);
+    return n?.type === "symlink" ? n.linkname : undefined;
+  };
+
+  /** Resolves a path as a process inside the image would, symlinks included (absolute targets start at the image root). */
+  resolve(path: string, followFinal = true): string {
+    return resolveInRoot(path, this.readlink, "scoped", followFinal, "the image");
+  }
+
+  /** Applies one layer entry; whiteout entries remove what lower layers had. */
+  apply(path: string, node: TreeNode, content?: string): void {
+    const p = layerPath(path);
+    const slash = p.lastIndexOf("/");
+    const dir = slash < 0 ? "" : p.slice(0, slash);
+    const name = p.slice(slash + 1);
+    if (name === OPAQUE) {
+      this.#removeBelow(dir);
+      return;
+    }
+    if (name.startsWith(WHITEOUT_PREFIX)) {
+      const target = (dir === "" ? "" : `${dir}/`) + name.slice(WHITEOUT_PREFIX.length);
+      this.remove(target);
+      return;
+    }
+    const prev = this.#nodes.get(p);
+    if (prev?.type === "directory" && node.type !== "directory") this.#removeBelow(p);
+    this.#nodes.set(p, node);
+    if (KEPT_FILES.has(p)) {
+      if (content !== undefined) this.#content.set(p, content);
+      else this.#content.delete(p);
+    }
+  }
+
+  remove(path: string): void {
+    const p = layerPath(path);
+    this.#nodes.delete(p);
+    this.#content.delete(p);
+    this.#removeBelow(p);
+  }
+
+  /** Paths under a directory, sorted. */
+  children(dir: string): string[] {
+    const prefix = dir === "" ? "" : `${dir}/`;
+    return [...this.#nodes.keys()].filter((k) => k !== dir && k.startsWith(prefix)).sort();
+  }
+
+  /** Whether an entry at `path` needs its content to be kept (so the caller reads it while indexing). */
+  static keepsContent(path: string): boolean {
+    return KEPT_FILES.has(layerPath(path));
+  }
+
+  /** Resolves `--chown` / `USER` words to numeric ids through the image's /etc/passwd and /etc/group. */
+  resolveOwner(user: string, group?: string): { uid: number; gid: number } {
+    const uid = /^\d+$/.test(user) ? Number(user) : this.#lookup("etc/passwd", user, "user");
+    // Docker: a user without a group (name or number) uses the same numeric id as the group.
+    const gid =
+      group === undefined
+        ? uid
+        : /^\d+$/.test(group)
+          ? Number(group)
+          : this.#lookup("etc/group", group, "group");
+    return { uid, gid };
+  }
+
+  #lookup(file: string, name: string, what: string): number {
+    const text = this.#content.get(file);
+    if (text === undefined)
+      throw new InvalidInputError(`unable to find ${what} ${name}: no /${file} in the image`);
+    for (const line of text.split("\n")) {
+      const fields = line.split(":");
+      if (fields[0] === name && fields[2] !== undefined && /^\d+$/.test(fields[2])) return Number(fields[2]);
+    }
+    throw new InvalidInputError(`unable to find ${what} ${name} in /${file} of the image`);
+  }
+
+  #removeBelow(dir: string): void {
+    for (const k of this.children(dir)) {
+      this.#nodes.delete(k);
+      this.#content.delete(k);
+    }
+  }
+}

@@ -1,0 +1,141 @@
+import assert from "node:assert/strict";
+import { chmodSync, linkSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { test } from "node:test";
+import { BuildContext } from "../../src/executor/context.ts";
+import { planContextCopy } from "../../src/executor/copy.ts";
+import { ImageTree } from "../../src/executor/image-tree.ts";
+import type { CopyOp } from "../../src/plan/plan.ts";
+
+const dir = (mode = 0o755) => ({ type: "directory" as const, mode, uid: 0, gid: 0, size: 0 });
+
+function baseTree(): ImageTree {
+  const t = new ImageTree();
+  t.apply("etc", dir());
+  t.apply(
+    "etc/passwd",
+    { type: "file", mode: 0o644, uid: 0, gid: 0, size: 0 },
+    "root:x:0:0::/root:/bin/sh\nbin:x:2:2::/bin:/usr/sbin/nologin\nmyuser:x:1001:100::/home/myuser:/bin/sh\n",
+  );
+  t.apply(
+    "etc/group",
+    { type: "file", mode: 0o644, uid: 0, gid: 0, size: 0 },
+    "root:x:0:\nusers:x:100:\nmygroup:x:55:\n",
+  );
+  t.apply("var", dir());
+  t.apply("run", dir());
+  t.apply("var/run", { type: "symlink", mode: 0o777, uid: 0, gid: 0, size: 0, linkname: "/run" });
+  t.apply("app", dir(0o700));
+  return t;
+}
+
+function context(): string {
+  const root = mkdtempSync(join(tmpdir(), "kiln-copy-"));
+  mkdirSync(join(root, "site/js"), { recursive: true });
+  writeFileSync(join(root, "site/index.html"), "<h1>hi</h1>");
+  writeFileSync(join(root, "site/js/app.js"), "x");
+  chmodSync(join(root, "site/js"), 0o750);
+  linkSync(join(root, "site/index.html"), join(root, "site/index2.html"));
+  symlinkSync("index.html", join(root, "site/current"));
+  writeFileSync(join(root, "run.sh"), "#!/bin/sh\n");
+  chmodSync(join(root, "run.sh"), 0o755);
+  return root;
+}
+
+const op = (o: Partial<CopyOp> & Pick<CopyOp, "sources" | "dest">): CopyOp => ({
+  from: { kind: "context" },
+  exclude: [],
+  extract: false,
+  parents: false,
+  ...o,
+});
+
+const summary = (es: ReturnType<typeof planContextCopy>) =>
+  es.map(
+    (e) =>
+      `${e.path} ${e.type} ${e.mode.toString(8)} ${e.uid}:${e.gid}${e.linkname ? ` -> ${e.linkname}` : ""}`,
+  );
+
+test("a directory source copies its contents; parents are created; links stay links", (t) => {
+  const root = context();
+  t.after(() => rmSync(root, { recursive: true }));
+  const es = planContextCopy(
+    op({ sources: ["site"], dest: "/usr/share/html/" }),
+    new BuildContext(root),
+    baseTree(),
+  );
+  assert.deepEqual(summary(es), [
+    "usr directory 755 0:0",
+    "usr/share directory 755 0:0",
+    "usr/share/html directory 755 0:0",
+    "usr/share/html/current symlink 777 0:0 -> index.html",
+    "usr/share/html/index.html file 644 0:0",
+    "usr/share/html/index2.html link 644 0:0 -> usr/share/html/index.html",
+    "usr/share/html/js directory 750 0:0",
+    "usr/share/html/js/app.js file 644 0:0",
+  ]);
+});
+
+test("--chown resolves names through the image; a user alone means uid:uid; --chmod applies to all", (t) => {
+  const root = context();
+  t.after(() => rmSync(root, { recursive: true }));
+  const ctx = new BuildContext(root);
+  const tree = baseTree();
+  assert.deepEqual(
+    summary(
+      planContextCopy(op({ sources: ["run.sh"], dest: "/app/", chown: { user: "myuser" } }), ctx, tree),
+    ),
+    ["app/run.sh file 755 1001:1001"],
+  );
+  assert.deepEqual(
+    summary(
+      planContextCopy(
+        op({
+          sources: ["run.sh"],
+          dest: "/opt/tool",
+          chown: { user: "55", group: "mygroup" },
+          chmod: "0700",
+        }),
+        ctx,
+        tree,
+      ),
+    ),
+    ["opt directory 755 55:55", "opt/tool file 700 55:55"],
+  );
+  assert.throws(
+    () => planContextCopy(op({ sources: ["run.sh"], dest: "/x", chown: { user: "nobody" } }), ctx, tree),
+    /unable to find user nobody in \/etc\/passwd/,
+  );
+});
+
+test("destinations resolve through the image's own symlinks; an existing directory takes the file inside", (t) => {
+  const root = context();
+  t.after(() => rmSync(root, { recursive: true }));
+  const ctx = new BuildContext(root);
+  assert.deepEqual(
+    summary(planContextCopy(op({ sources: ["run.sh"], dest: "/var/run/app.sh" }), ctx, baseTree())),
+    ["run/app.sh file 755 0:0"],
+  );
+  assert.deepEqual(summary(planContextCopy(op({ sources: ["run.sh"], dest: "/app" }), ctx, baseTree())), [
+    "app/run.sh file 755 0:0",
+  ]);
+  assert.throws(
+    () => planContextCopy(op({ sources: ["run.sh", "site"], dest: "/app/x" }), ctx, baseTree()),
+    /the destination must be a directory and end with a \//,
+  );
+});
+
+test("exclude patterns leave paths out of a directory copy", (t) => {
+  const root = context();
+  t.after(() => rmSync(root, { recursive: true }));
+  const es = planContextCopy(
+    op({ sources: ["site"], dest: "/srv/", exclude: ["js", "current"] }),
+    new BuildContext(root),
+    baseTree(),
+  );
+  assert.deepEqual(
+    es.map((e) => e.path),
+    ["srv", "srv/index.html", "srv/index2.html"],
+  );
+});
