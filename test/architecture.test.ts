@@ -11,7 +11,7 @@ const MAY_IMPORT: Record<string, readonly string[]> = {
   plan: ["oci"],
   dockerfile: ["oci", "plan"],
   layerspec: ["oci", "plan"],
-  api: ["oci", "plan"],
+  api: ["oci", "plan", "layerspec"],
   executor: ["oci", "plan", "registry"],
   pusher: ["oci", "plan", "registry"],
   build: ["oci", "plan", "registry", "dockerfile", "layerspec", "executor", "pusher"],
