@@ -10,7 +10,7 @@ import type { Descriptor, Platform } from "./descriptor.ts";
 import type { Digest } from "./digest.ts";
 import { digestAlgorithm, digestHex } from "./digest.ts";
 import type { Blob, Image, Layer } from "./image.ts";
-import { bytesBlob, canonicalBytes, configBlob, manifestOf } from "./image.ts";
+import { bytesBlob, canonicalBytes, configBlob, descriptorOf, manifestOf } from "./image.ts";
 import type { ImageConfig } from "./image-config.ts";
 import { ImageConfigSchema } from "./image-config.ts";
 import type { ImageIndex, ImageManifest } from "./manifest.ts";
@@ -77,7 +77,7 @@ export async function writeIndex(
   const blob = bytesBlob(canonicalBytes(index), MediaType.ImageIndex);
   await writeBlob(dir, blob);
   await syncDir(blobDir(dir, "sha256"));
-  return putRef(dir, ref, { mediaType: blob.mediaType, digest: blob.digest, size: blob.size });
+  return putRef(dir, ref, descriptorOf(blob));
 }
 
 function checkRefName(ref: string): void {
@@ -118,16 +118,15 @@ async function writeImageBlobs(dir: string, image: Image): Promise<Descriptor> {
   await writeBlob(dir, configBlob(image));
   const manifest = bytesBlob(canonicalBytes(manifestOf(image)), MediaType.ImageManifest);
   await writeBlob(dir, manifest);
-  return { mediaType: manifest.mediaType, digest: manifest.digest, size: manifest.size };
+  return descriptorOf(manifest);
 }
 
 async function prepareLayout(dir: string): Promise<void> {
-  await mkdir(blobDir(dir, "sha256"), { recursive: true });
   const version = await readJsonFile(join(dir, "oci-layout"), "oci-layout");
+  if (version !== undefined) checkLayoutVersion(dir, version);
+  await mkdir(blobDir(dir, "sha256"), { recursive: true });
   if (version === undefined) {
     await replaceFile(dir, "oci-layout", canonicalBytes({ imageLayoutVersion: LAYOUT_VERSION }));
-  } else {
-    checkLayoutVersion(dir, version);
   }
 }
 

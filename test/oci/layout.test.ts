@@ -434,4 +434,5 @@ test("refs: unknown, ambiguous and malformed names, and directories that are not
   await writeFile(join(empty, "oci-layout"), '{"imageLayoutVersion":"2.0.0"}');
   await assert.rejects(readLayout(empty), /imageLayoutVersion "2.0.0"; kiln reads 1.0.0/);
   await assert.rejects(writeImage(empty, "v1", image), InvalidInputError);
+  assert.deepEqual(await readdir(empty), ["oci-layout"]);
 });
