@@ -1,7 +1,7 @@
 import { Readable } from "node:stream";
+import type { Descriptor } from "./descriptor.ts";
 import type { Digest } from "./digest.ts";
 import { sha256 } from "./digest.ts";
-import type { Descriptor } from "./descriptor.ts";
 import type { ImageConfig } from "./image-config.ts";
 import type { ImageManifest } from "./manifest.ts";
 import { MediaType } from "./media-type.ts";
