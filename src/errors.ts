@@ -19,6 +19,21 @@ export class InvalidInputError extends KilnError {
   override readonly code: string = "KILN_ERR_INVALID_INPUT";
 }
 
+/**
+ * A Dockerfile that cannot be parsed or expanded. `line` is the 1-based line of the instruction (or of the line
+ * being read) when one is known; the message then reads `Dockerfile:LINE: detail`.
+ */
+export class DockerfileError extends InvalidInputError {
+  override readonly code = "KILN_ERR_DOCKERFILE";
+  readonly line: number | undefined;
+  readonly detail: string;
+  constructor(line: number | undefined, detail: string, options?: ErrorOptions) {
+    super(line === undefined ? detail : `Dockerfile:${line}: ${detail}`, options);
+    this.line = line;
+    this.detail = detail;
+  }
+}
+
 /** A path would leave the root it must stay in (`..`, an absolute symlink, a link through a symlink). */
 export class PathEscapeError extends KilnError {
   override readonly code = "KILN_ERR_PATH_ESCAPE";
@@ -44,6 +59,11 @@ export class DigestMismatchError extends KilnError {
 /** Something that should exist does not: a blob, a file in the context, an image in a layout. */
 export class NotFoundError extends KilnError {
   override readonly code: string = "KILN_ERR_NOT_FOUND";
+}
+
+/** A layer could not be written or read: content changed while read, a malformed tar or compressed stream. */
+export class LayerError extends KilnError {
+  override readonly code = "KILN_ERR_LAYER";
 }
 
 export function isTemporary(err: unknown): boolean {
