@@ -1,9 +1,15 @@
-import { describeError, KilnError } from "./errors.ts";
+import { parseArgs } from "node:util";
+import { writeCrd } from "./api/crd.ts";
+import { runBuild } from "./cli/build-command.ts";
+import { loadConfig } from "./config.ts";
+import { describeError, InvalidInputError, KilnError } from "./errors.ts";
+import { createLogger } from "./log.ts";
 
 const USAGE = `usage: kiln <command> [options]
 
 commands:
   build       build an image locally from a layer spec or a Dockerfile
+  crd         write the ImageBuild CustomResourceDefinition (--output DIR, default crds)
   version     print kiln's version`;
 
 async function main(argv: readonly string[]): Promise<number> {
@@ -12,6 +18,12 @@ async function main(argv: readonly string[]): Promise<number> {
     case "version":
       process.stdout.write("kiln 0.1.0\n");
       return 0;
+    case "build": {
+      const config = loadConfig();
+      return runBuild(rest, config, createLogger(config.LOG_LEVEL));
+    }
+    case "crd":
+      return crdCommand(rest);
     case undefined:
     case "help":
     case "--help":
@@ -19,10 +31,22 @@ async function main(argv: readonly string[]): Promise<number> {
       process.stdout.write(`${USAGE}\n`);
       return command === undefined ? 2 : 0;
     default:
-      void rest;
       process.stderr.write(`kiln: unknown command ${JSON.stringify(command)}\n${USAGE}\n`);
       return 2;
   }
+}
+
+/** `kiln crd [--output DIR]`: writes the ImageBuild CRD generated from src/api and prints its path. */
+async function crdCommand(args: readonly string[]): Promise<number> {
+  let output: string | undefined;
+  try {
+    output = parseArgs({ args: [...args], options: { output: { type: "string", short: "o" } } }).values
+      .output;
+  } catch (err) {
+    throw new InvalidInputError(`${(err as Error).message}; usage: kiln crd [--output DIR]`, { cause: err });
+  }
+  process.stdout.write(`${await writeCrd(output ?? "crds")}\n`);
+  return 0;
 }
 
 main(process.argv.slice(2)).then(

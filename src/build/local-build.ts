@@ -1,9 +1,9 @@
 import { InvalidInputError } from "../errors.ts";
 import type { BuildContext } from "../executor/context.ts";
+import { buildFileOnlyStage, type LayerWriter } from "../executor/file-stage.ts";
 import type { Image } from "../oci/image.ts";
 import { type Platform, parsePlatform } from "../oci/platform.ts";
 import type { BuildPlan, Stage } from "../plan/plan.ts";
-import { buildFileOnlyStage, type LayerWriter } from "../executor/file-stage.ts";
 
 /** Finds a base image (a registry reference or `oci:DIR[:REF]`) for a platform. */
 export type BaseResolver = (image: string, platform: Platform) => Promise<Image>;

@@ -1,16 +1,9 @@
 import { basename, join } from "node:path";
 import { InvalidInputError } from "../errors.ts";
+import type { EntryType, LayerEntry } from "../oci/layer-entry.ts";
 import type { CopyOp } from "../plan/plan.ts";
 import type { BuildContext, ContextFile } from "./context.ts";
-import type { ImageTree, NodeType, TreeNode } from "./image-tree.ts";
-
-/** One entry of the layer a copy produces: where it lands in the image and where its content comes from. */
-export interface CopyEntry extends TreeNode {
-  /** Path inside the image, relative, no leading `/`. */
-  readonly path: string;
-  /** File content on disk (regular files only). */
-  readonly sourcePath?: string;
-}
+import type { ImageTree } from "./image-tree.ts";
 
 /**
  * Plans a COPY from the build context with Docker's rules: a directory source copies its contents, a file
@@ -19,20 +12,19 @@ export interface CopyEntry extends TreeNode {
  * are created owned by the `--chown` owner; symlinks inside copied directories stay symlinks and hardlinks
  * stay hardlinks. Ownership is `--chown` or 0:0 and never the context's.
  */
-export function planContextCopy(op: CopyOp, ctx: BuildContext, tree: ImageTree, workdir = "/"): CopyEntry[] {
+export function planContextCopy(op: CopyOp, ctx: BuildContext, tree: ImageTree, workdir = "/"): LayerEntry[] {
   const owner = op.chown ? tree.resolveOwner(op.chown.user, op.chown.group) : { uid: 0, gid: 0 };
   const chmod = op.chmod !== undefined ? Number.parseInt(op.chmod, 8) : undefined;
   const sources = op.sources.flatMap((s) => ctx.match(s));
   const destAbs = op.dest.startsWith("/") ? op.dest : join(workdir, op.dest);
   const destResolved = tree.resolve(destAbs);
-  const destIsDir =
-    op.dest.endsWith("/") || op.dest.endsWith("/.") || tree.get(destResolved)?.type === "directory";
+  const destIsDir = op.dest.endsWith("/") || op.dest.endsWith("/.") || tree.get(destResolved)?.type === "dir";
   if (sources.length > 1 && !destIsDir && op.sources.length > 1) {
     throw new InvalidInputError(
       `when copying several sources the destination must be a directory and end with a / (got ${op.dest})`,
     );
   }
-  const entries = new Map<string, CopyEntry>();
+  const entries = new Map<string, LayerEntry>();
   const inodes = new Map<string, string>();
   const add = (path: string, f: ContextFile): void => {
     const st = f.stats;
@@ -41,7 +33,7 @@ export function planContextCopy(op: CopyOp, ctx: BuildContext, tree: ImageTree, 
     const first = type === "file" && st.nlink > 1 ? inodes.get(key) : undefined;
     const mode = chmod ?? st.mode & 0o7777;
     if (first !== undefined) {
-      entries.set(path, { path, type: "link", linkname: first, mode, ...owner, size: 0 });
+      entries.set(path, { path, type: "hardlink", linkTarget: first, mode, ...owner, size: 0 });
       return;
     }
     if (type === "file" && st.nlink > 1) inodes.set(key, path);
@@ -51,8 +43,8 @@ export function planContextCopy(op: CopyOp, ctx: BuildContext, tree: ImageTree, 
       mode,
       ...owner,
       size: type === "file" ? st.size : 0,
-      ...(type === "symlink" ? { linkname: ctx.readlink(f.path)! } : {}),
-      ...(type === "file" ? { sourcePath: join(ctx.root, f.path) } : {}),
+      ...(type === "symlink" ? { linkTarget: ctx.readlink(f.path)! } : {}),
+      ...(type === "file" ? { content: join(ctx.root, f.path) } : {}),
     });
   };
 
@@ -76,7 +68,7 @@ export function planContextCopy(op: CopyOp, ctx: BuildContext, tree: ImageTree, 
 
 /** Adds the directories above `path` that the image lacks, owned by the copy's owner, mode 0755. */
 function addParents(
-  entries: Map<string, CopyEntry>,
+  entries: Map<string, LayerEntry>,
   tree: ImageTree,
   path: string,
   owner: { uid: number; gid: number },
@@ -87,7 +79,7 @@ function addParents(
   for (let i = 1; i <= upto; i++) {
     const p = parts.slice(0, i).join("/");
     if (tree.get(p) === undefined && !entries.has(p)) {
-      entries.set(p, { path: p, type: "directory", mode: 0o755, ...owner, size: 0 });
+      entries.set(p, { path: p, type: "dir", mode: 0o755, ...owner, size: 0 });
     }
   }
 }
@@ -96,13 +88,13 @@ function childPath(dir: string, name: string): string {
   return dir === "" ? name : `${dir}/${name}`;
 }
 
-function nodeType(st: ContextFile["stats"]): NodeType {
-  if (st.isDirectory()) return "directory";
+function nodeType(st: ContextFile["stats"]): EntryType {
+  if (st.isDirectory()) return "dir";
   if (st.isSymbolicLink()) return "symlink";
   if (st.isFile()) return "file";
   if (st.isFIFO()) return "fifo";
-  if (st.isCharacterDevice()) return "character-device";
-  if (st.isBlockDevice()) return "block-device";
+  if (st.isCharacterDevice()) return "char";
+  if (st.isBlockDevice()) return "block";
   throw new InvalidInputError("sockets cannot be copied into an image");
 }
 

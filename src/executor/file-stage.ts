@@ -1,14 +1,16 @@
 import { InvalidInputError } from "../errors.ts";
-import type { BuildContext } from "./context.ts";
-import { type CopyEntry, planContextCopy } from "./copy.ts";
-import { indexLayers } from "./image-index.ts";
-import type { ImageTree } from "./image-tree.ts";
 import { appendLayers, type Image, type Layer } from "../oci/image.ts";
 import type { ContainerConfig, History } from "../oci/image-config.ts";
+import type { LayerEntry } from "../oci/layer-entry.ts";
+import { whiteoutEntry } from "../oci/whiteout.ts";
 import type { Stage, Step } from "../plan/plan.ts";
+import type { BuildContext } from "./context.ts";
+import { planContextCopy } from "./copy.ts";
+import { indexLayers } from "./image-index.ts";
+import type { ImageTree } from "./image-tree.ts";
 
 /** Turns a list of entries into a layer file (compressed, digested). Injected so stages stay testable. */
-export type LayerWriter = (entries: readonly CopyEntry[]) => Promise<Layer>;
+export type LayerWriter = (entries: readonly LayerEntry[]) => Promise<Layer>;
 
 export interface StageInputs {
   readonly base: Image;
@@ -45,7 +47,12 @@ function workdirOf(image: Image): string {
   return image.config.config?.WorkingDir || "/";
 }
 
-function entriesOf(step: Step, ctx: BuildContext, tree: ImageTree, workdir: string): CopyEntry[] | undefined {
+function entriesOf(
+  step: Step,
+  ctx: BuildContext,
+  tree: ImageTree,
+  workdir: string,
+): LayerEntry[] | undefined {
   switch (step.kind) {
     case "copy":
       return step.ops.flatMap((op) => {
@@ -66,14 +73,13 @@ function entriesOf(step: Step, ctx: BuildContext, tree: ImageTree, workdir: stri
   }
 }
 
-function whiteoutFor(path: string, tree: ImageTree, step: Step): CopyEntry {
+function whiteoutFor(path: string, tree: ImageTree, step: Step): LayerEntry {
   const parent = tree.resolve(path.replace(/\/[^/]*\/?$/, "") || "/");
   const name = path.replace(/\/$/, "").split("/").pop()!;
   const target = parent === "" ? name : `${parent}/${name}`;
   if (tree.get(target) === undefined)
     throw new InvalidInputError(`${where(step)}cannot delete ${path}: it is not in the image`);
-  const wh = parent === "" ? `.wh.${name}` : `${parent}/.wh.${name}`;
-  return { path: wh, type: "file", mode: 0, uid: 0, gid: 0, size: 0 };
+  return whiteoutEntry(target);
 }
 
 function where(step: Step): string {

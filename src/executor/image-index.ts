@@ -3,7 +3,19 @@ import { pipeline } from "node:stream/promises";
 import tar from "tar-stream";
 import { decompress } from "../oci/decompress.ts";
 import type { Layer } from "../oci/image.ts";
-import { ImageTree, type NodeType } from "./image-tree.ts";
+import type { EntryType } from "../oci/layer-entry.ts";
+import { ImageTree } from "./image-tree.ts";
+
+const ENTRY_TYPES: Readonly<Record<string, EntryType>> = {
+  file: "file",
+  "contiguous-file": "file",
+  directory: "dir",
+  symlink: "symlink",
+  link: "hardlink",
+  "character-device": "char",
+  "block-device": "block",
+  fifo: "fifo",
+};
 
 /**
  * Builds the merged file tree of an image's layers by reading their tar headers (contents are skipped,
@@ -15,17 +27,22 @@ export async function indexLayers(layers: readonly Layer[], tree = new ImageTree
     const done = (async () => {
       for await (const entry of extract) {
         const h = entry.header;
+        const type = ENTRY_TYPES[h.type ?? "file"];
+        if (type === undefined) {
+          entry.resume();
+          continue;
+        }
         const content = ImageTree.keepsContent(h.name) ? await text(entry) : undefined;
         if (content === undefined) entry.resume();
         tree.apply(
           h.name,
           {
-            type: h.type as NodeType,
+            type,
             mode: h.mode ?? 0,
             uid: h.uid ?? 0,
             gid: h.gid ?? 0,
             size: h.size ?? 0,
-            ...(h.linkname ? { linkname: h.linkname } : {}),
+            ...(h.linkname ? { linkTarget: h.linkname } : {}),
           },
           content,
         );

@@ -1,27 +1,11 @@
 import { InvalidInputError } from "../errors.ts";
+import type { LayerEntry } from "../oci/layer-entry.ts";
 import { layerPath, resolveInRoot } from "../oci/root-path.ts";
-
-export type NodeType =
-  | "file"
-  | "directory"
-  | "symlink"
-  | "link"
-  | "character-device"
-  | "block-device"
-  | "fifo";
+import { parseWhiteout } from "../oci/whiteout.ts";
 
 /** What kiln knows of one path of an image without unpacking it: the metadata of its tar entry. */
-export interface TreeNode {
-  readonly type: NodeType;
-  readonly mode: number;
-  readonly uid: number;
-  readonly gid: number;
-  readonly size: number;
-  readonly linkname?: string;
-}
+export type TreeNode = Pick<LayerEntry, "type" | "mode" | "uid" | "gid" | "size" | "linkTarget">;
 
-const WHITEOUT_PREFIX = ".wh.";
-const OPAQUE = ".wh..wh..opq";
 /** Files whose content kiln keeps while indexing layers: they resolve user and group names. */
 const KEPT_FILES = new Set(["etc/passwd", "etc/group"]);
 
@@ -31,9 +15,7 @@ const KEPT_FILES = new Set(["etc/passwd", "etc/group"]);
  * through the image's own symlinks, to know whether a destination is a directory, and to read users.
  */
 export class ImageTree {
-  readonly #nodes = new Map<string, TreeNode>([
-    ["", { type: "directory", mode: 0o755, uid: 0, gid: 0, size: 0 }],
-  ]);
+  readonly #nodes = new Map<string, TreeNode>([["", { type: "dir", mode: 0o755, uid: 0, gid: 0, size: 0 }]]);
   readonly #content = new Map<string, string>();
 
   get(path: string): TreeNode | undefined {
@@ -42,7 +24,7 @@ export class ImageTree {
 
   readonly readlink = (rel: string): string | undefined => {
     const n = this.#nodes.get(rel);
-    return n?.type === "symlink" ? n.linkname : undefined;
+    return n?.type === "symlink" ? n.linkTarget : undefined;
   };
 
   /** Resolves a path as a process inside the image would, symlinks included (absolute targets start at the image root). */
@@ -53,20 +35,11 @@ export class ImageTree {
   /** Applies one layer entry; whiteout entries remove what lower layers had. */
   apply(path: string, node: TreeNode, content?: string): void {
     const p = layerPath(path);
-    const slash = p.lastIndexOf("/");
-    const dir = slash < 0 ? "" : p.slice(0, slash);
-    const name = p.slice(slash + 1);
-    if (name === OPAQUE) {
-      this.#removeBelow(dir);
-      return;
-    }
-    if (name.startsWith(WHITEOUT_PREFIX)) {
-      const target = (dir === "" ? "" : `${dir}/`) + name.slice(WHITEOUT_PREFIX.length);
-      this.remove(target);
-      return;
-    }
+    const wh = parseWhiteout(p);
+    if (wh?.kind === "opaque") return this.#removeBelow(wh.dir);
+    if (wh?.kind === "whiteout") return this.remove(wh.target);
     const prev = this.#nodes.get(p);
-    if (prev?.type === "directory" && node.type !== "directory") this.#removeBelow(p);
+    if (prev?.type === "dir" && node.type !== "dir") this.#removeBelow(p);
     this.#nodes.set(p, node);
     if (KEPT_FILES.has(p)) {
       if (content !== undefined) this.#content.set(p, content);

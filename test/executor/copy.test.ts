@@ -8,7 +8,7 @@ import { planContextCopy } from "../../src/executor/copy.ts";
 import { ImageTree } from "../../src/executor/image-tree.ts";
 import type { CopyOp } from "../../src/plan/plan.ts";
 
-const dir = (mode = 0o755) => ({ type: "directory" as const, mode, uid: 0, gid: 0, size: 0 });
+const dir = (mode = 0o755) => ({ type: "dir" as const, mode, uid: 0, gid: 0, size: 0 });
 
 function baseTree(): ImageTree {
   const t = new ImageTree();
@@ -25,7 +25,7 @@ function baseTree(): ImageTree {
   );
   t.apply("var", dir());
   t.apply("run", dir());
-  t.apply("var/run", { type: "symlink", mode: 0o777, uid: 0, gid: 0, size: 0, linkname: "/run" });
+  t.apply("var/run", { type: "symlink", mode: 0o777, uid: 0, gid: 0, size: 0, linkTarget: "/run" });
   t.apply("app", dir(0o700));
   return t;
 }
@@ -54,7 +54,7 @@ const op = (o: Partial<CopyOp> & Pick<CopyOp, "sources" | "dest">): CopyOp => ({
 const summary = (es: ReturnType<typeof planContextCopy>) =>
   es.map(
     (e) =>
-      `${e.path} ${e.type} ${e.mode.toString(8)} ${e.uid}:${e.gid}${e.linkname ? ` -> ${e.linkname}` : ""}`,
+      `${e.path} ${e.type} ${e.mode.toString(8)} ${e.uid}:${e.gid}${e.linkTarget ? ` -> ${e.linkTarget}` : ""}`,
   );
 
 test("a directory source copies its contents; parents are created; links stay links", (t) => {
@@ -66,13 +66,13 @@ test("a directory source copies its contents; parents are created; links stay li
     baseTree(),
   );
   assert.deepEqual(summary(es), [
-    "usr directory 755 0:0",
-    "usr/share directory 755 0:0",
-    "usr/share/html directory 755 0:0",
+    "usr dir 755 0:0",
+    "usr/share dir 755 0:0",
+    "usr/share/html dir 755 0:0",
     "usr/share/html/current symlink 777 0:0 -> index.html",
     "usr/share/html/index.html file 644 0:0",
-    "usr/share/html/index2.html link 644 0:0 -> usr/share/html/index.html",
-    "usr/share/html/js directory 750 0:0",
+    "usr/share/html/index2.html hardlink 644 0:0 -> usr/share/html/index.html",
+    "usr/share/html/js dir 750 0:0",
     "usr/share/html/js/app.js file 644 0:0",
   ]);
 });
@@ -101,7 +101,7 @@ test("--chown resolves names through the image; a user alone means uid:uid; --ch
         tree,
       ),
     ),
-    ["opt directory 755 55:55", "opt/tool file 700 55:55"],
+    ["opt dir 755 55:55", "opt/tool file 700 55:55"],
   );
   assert.throws(
     () => planContextCopy(op({ sources: ["run.sh"], dest: "/x", chown: { user: "nobody" } }), ctx, tree),

@@ -1,0 +1,105 @@
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileLayerWriter } from "../build/layer-writer.ts";
+import type { BaseResolver, PlatformResult } from "../build/local-build.ts";
+import { buildPlanLocally } from "../build/local-build.ts";
+import type { Config } from "../config.ts";
+import { InvalidInputError } from "../errors.ts";
+import { BuildContext } from "../executor/context.ts";
+import { compileLayerSpec } from "../layerspec/compile.ts";
+import { loadLayerSpec } from "../layerspec/load.ts";
+import type { Logger } from "../log.ts";
+import type { Descriptor } from "../oci/descriptor.ts";
+import { resolveImage, writeImage, writeIndex } from "../oci/layout.ts";
+import { formatPlatform } from "../oci/platform.ts";
+import { parseReference } from "../oci/reference.ts";
+import { createRegistryClient, type RegistryClient } from "../registry/client.ts";
+import { parseMirrors } from "../registry/mirrors.ts";
+import { pullImage } from "../registry/pull.ts";
+import { pushImage, pushIndex } from "../registry/push.ts";
+import { type BuildOptions, parseBuildOptions } from "./build-options.ts";
+
+/** `kiln build`: compile, build every platform, then write each output. Prints the result's digest. */
+export async function runBuild(args: readonly string[], config: Config, log: Logger): Promise<number> {
+  const opts = parseBuildOptions(args, config.SOURCE_DATE_EPOCH);
+  if (opts.outputs.length === 0 && opts.push.length === 0) {
+    throw new InvalidInputError("nothing to do: give --output oci:DIR[:REF] and/or --push REF");
+  }
+  const plan = await compile(opts);
+  const context = BuildContext.open(opts.context);
+  const scratch = await mkdtemp(join(tmpdir(), "kiln-build-"));
+  let registry: RegistryClient | undefined;
+  const registryClient = async (): Promise<RegistryClient> => {
+    registry ??= await createRegistryClient({
+      insecure: opts.insecureRegistries,
+      mirrors: parseMirrors(opts.mirrors),
+      ...(opts.authfile !== undefined ? { authfile: opts.authfile } : {}),
+      logger: log,
+    });
+    return registry;
+  };
+  const resolveBase: BaseResolver = async (image, platform) => {
+    const layout = /^oci:([^:]+)(?::(.+))?$/.exec(image);
+    if (layout) return resolveImage(layout[1]!, layout[2], platform);
+    return pullImage(parseReference(image), await registryClient(), {
+      platform,
+      blobDir: join(scratch, "blobs"),
+    });
+  };
+  try {
+    const started = performance.now();
+    const results = await buildPlanLocally(
+      plan,
+      context,
+      resolveBase,
+      fileLayerWriter(join(scratch, "layers"), plan.timestamp),
+    );
+    log.info(
+      {
+        platforms: results.map((r) => formatPlatform(r.platform)),
+        ms: Math.round(performance.now() - started),
+      },
+      "Built image",
+    );
+    let digest: string | undefined;
+    for (const out of opts.outputs) {
+      const d = await writeOutput(out.dir, out.ref, results);
+      digest = d.digest;
+      log.info({ layout: out.dir, ref: out.ref, digest: d.digest }, "Wrote OCI layout");
+    }
+    for (const target of opts.push) {
+      const ref = parseReference(target);
+      const reg = await registryClient();
+      const d =
+        results.length === 1
+          ? await pushImage(results[0]!.image, ref, reg)
+          : await pushIndex(
+              results.map((r) => r.image),
+              ref,
+              reg,
+            );
+      digest = d.digest;
+      log.info({ ref: target, digest: d.digest }, "Pushed image");
+    }
+    if (opts.digestFile !== undefined && digest !== undefined)
+      await writeFile(opts.digestFile, `${digest}\n`);
+    process.stdout.write(`${digest}\n`);
+    return 0;
+  } finally {
+    await rm(scratch, { recursive: true, force: true });
+  }
+}
+
+async function compile(opts: BuildOptions) {
+  if (opts.spec === undefined) {
+    throw new InvalidInputError("Dockerfile builds (-f) are not available yet; use --spec");
+  }
+  const spec = await loadLayerSpec(opts.spec);
+  const withPlatforms = opts.platforms.length > 0 ? { ...spec, platforms: [...opts.platforms] } : spec;
+  return compileLayerSpec(withPlatforms, opts.timestamp ?? 0);
+}
+
+function writeOutput(dir: string, ref: string, results: readonly PlatformResult[]): Promise<Descriptor> {
+  return results.length === 1 ? writeImage(dir, ref, results[0]!.image) : writeIndex(dir, ref, results);
+}
