@@ -20,7 +20,7 @@ async function main(argv: readonly string[]): Promise<number> {
       return 0;
     case "build": {
       const config = loadConfig();
-      return runBuild(rest, config, createLogger(config.LOG_LEVEL));
+      return runBuild(rest, config, createLogger(config.LOG_LEVEL, process.stderr, "text"));
     }
     case "crd":
       return crdCommand(rest);
