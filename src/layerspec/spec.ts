@@ -9,7 +9,7 @@ import { z } from "zod";
 const AbsolutePath = z
   .string()
   .min(1)
-  .refine((p) => p.startsWith("/"), "must be an absolute path inside the image, starting with /");
+  .regex(/^\//, "must be an absolute path inside the image, starting with /");
 
 const Owner = z
   .string()
@@ -60,6 +60,12 @@ export const SpecLayerSchema = z
       .min(1)
       .optional()
       .describe("Paths of the base image (or earlier layers) this layer removes, written as whiteouts."),
+  })
+  // The rule below for the API server, where this schema is spec.layers of an ImageBuild.
+  .meta({
+    "x-kubernetes-validations": [
+      { rule: "has(self.files) != has(self.delete)", message: "a layer has exactly one of files or delete" },
+    ],
   })
   .refine((l) => (l.files === undefined) !== (l.delete === undefined), {
     message: "a layer has exactly one of files or delete",
