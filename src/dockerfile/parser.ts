@@ -101,6 +101,7 @@ export function parseDockerfile(text: string): Dockerfile {
     );
   }
 
+  if (instructions.length === 0) throw new DockerfileError(current, "file with no instructions");
   return {
     escapeToken: directives.escapeToken,
     directives: directives.found,
