@@ -1,0 +1,257 @@
+import { createHash } from "node:crypto";
+import fs from "node:fs";
+import type { Readable } from "node:stream";
+import { LayerError } from "../errors.ts";
+import { type ChunkCompressor, chunkCompressor, MAX_IN_FLIGHT } from "./compress.ts";
+import type { Digest } from "./digest.ts";
+import { digestOf } from "./digest.ts";
+import type { Layer } from "./image.ts";
+import { type LayerEntry, normalizeEntries } from "./layer-entry.ts";
+import { type Compression, layerMediaType } from "./media-type.ts";
+import { END_OF_ARCHIVE, encodeTarHeader, padding, type TarHeader, TarType } from "./tar-header.ts";
+
+export interface WriteLayerOptions {
+  /** Where the layer blob is written (created or truncated). */
+  readonly file: string;
+  /** Seconds since the epoch, for every entry: SOURCE_DATE_EPOCH or the spec's time. */
+  readonly mtime: number;
+  readonly compression?: Compression;
+  /** Add 0755 root-owned directory entries for parents that have none. */
+  readonly addParents?: boolean;
+}
+
+/** A layer blob on disk. `open()` re-reads the file. */
+export interface LayerFile extends Layer {
+  readonly file: string;
+  readonly compression: Compression;
+  /** Length of the uncompressed tar, whose sha256 is `diffId`. */
+  readonly uncompressedSize: number;
+}
+
+const MAX_MTIME = 0o77777777777;
+
+/**
+ * Writes entries as a deterministic tar (see normalizeEntries for the order), compressed, to a file, and
+ * computes the compressed digest and size and the diffID and uncompressed size in the same pass.
+ */
+export async function writeLayer(
+  entries: Iterable<LayerEntry> | AsyncIterable<LayerEntry>,
+  options: WriteLayerOptions,
+): Promise<LayerFile> {
+  const compression = options.compression ?? "gzip";
+  if (!Number.isInteger(options.mtime) || options.mtime < 0 || options.mtime > MAX_MTIME) {
+    throw new LayerError(`layer mtime ${options.mtime} is not a whole number of seconds in tar's range`);
+  }
+  const all: LayerEntry[] = [];
+  for await (const e of entries) all.push(e);
+  const sorted = normalizeEntries(all, { addParents: options.addParents ?? false });
+
+  const fd = fs.openSync(options.file, "w");
+  try {
+    const out = new CompressedOutput(fd, chunkCompressor(compression));
+    const tar = new TarChunks(out);
+    for (const e of sorted) await writeEntry(tar, e, options.mtime);
+    await tar.write(END_OF_ARCHIVE);
+    const sizes = await out.finish(tar.takeRest());
+    const file = options.file;
+    return {
+      file,
+      compression,
+      mediaType: layerMediaType(compression),
+      digest: sizes.digest,
+      size: sizes.size,
+      diffId: sizes.diffId,
+      uncompressedSize: sizes.uncompressedSize,
+      open: () => fs.createReadStream(file),
+    };
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+const TYPEFLAG: Record<LayerEntry["type"], TarType> = {
+  file: TarType.file,
+  dir: TarType.dir,
+  symlink: TarType.symlink,
+  hardlink: TarType.hardlink,
+  char: TarType.char,
+  block: TarType.block,
+  fifo: TarType.fifo,
+};
+
+async function writeEntry(tar: TarChunks, e: LayerEntry, mtime: number): Promise<void> {
+  const size = e.type === "file" ? (e.size ?? 0) : 0;
+  const header: TarHeader = {
+    name: e.type === "dir" ? `${e.path}/` : e.path,
+    type: TYPEFLAG[e.type],
+    mode: e.mode,
+    uid: e.uid,
+    gid: e.gid,
+    size,
+    mtime,
+    ...(e.type === "symlink" || e.type === "hardlink" ? { linkname: e.linkTarget ?? "" } : {}),
+    ...(e.type === "char" || e.type === "block"
+      ? { devMajor: e.devMajor ?? 0, devMinor: e.devMinor ?? 0 }
+      : {}),
+    ...(e.xattrs ? { xattrs: sortedXattrs(e.xattrs) } : {}),
+  };
+  await tar.write(encodeTarHeader(header));
+  if (size === 0) return;
+  if (e.content === undefined) throw new LayerError(`layer entry ${JSON.stringify(e.path)} has no content`);
+  if (typeof e.content === "string") await tar.copyFile(e.content, size, e.path);
+  else await tar.copyStream(e.content(), size, e.path);
+  await tar.write(Buffer.alloc(padding(size)));
+}
+
+function sortedXattrs(x: Readonly<Record<string, Buffer | string>>): Array<[string, Buffer]> {
+  return Object.keys(x)
+    .sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)))
+    .map((k) => [k, Buffer.from(x[k]!)]);
+}
+
+/**
+ * Gathers the tar into chunks of exactly the compressor's chunk size. File content is read straight into
+ * the chunk with synchronous reads: no threadpool round trip per file, which is what makes many small files
+ * fast, while the threadpool compresses earlier chunks.
+ */
+class TarChunks {
+  readonly #out: CompressedOutput;
+  #buf: Buffer;
+  #pos = 0;
+
+  constructor(out: CompressedOutput) {
+    this.#out = out;
+    this.#buf = Buffer.allocUnsafe(out.chunkSize);
+  }
+
+  async write(bytes: Uint8Array): Promise<void> {
+    let off = 0;
+    while (off < bytes.length) {
+      const n = Math.min(bytes.length - off, this.#buf.length - this.#pos);
+      this.#buf.set(bytes.subarray(off, off + n), this.#pos);
+      this.#pos += n;
+      off += n;
+      if (this.#pos === this.#buf.length) await this.#emit();
+    }
+  }
+
+  async copyFile(file: string, size: number, entry: string): Promise<void> {
+    const fd = fs.openSync(file, "r");
+    try {
+      let left = size;
+      while (left > 0) {
+        const n = fs.readSync(fd, this.#buf, this.#pos, Math.min(left, this.#buf.length - this.#pos), null);
+        if (n === 0) throw changedWhileReading(entry, size, size - left);
+        this.#pos += n;
+        left -= n;
+        if (this.#pos === this.#buf.length) await this.#emit();
+      }
+      if (fs.readSync(fd, Buffer.alloc(1), 0, 1, null) !== 0)
+        throw changedWhileReading(entry, size, size + 1);
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
+  async copyStream(stream: Readable, size: number, entry: string): Promise<void> {
+    let seen = 0;
+    for await (const chunk of stream) {
+      const bytes = typeof chunk === "string" ? Buffer.from(chunk) : (chunk as Uint8Array);
+      seen += bytes.length;
+      if (seen > size) break;
+      await this.write(bytes);
+    }
+    stream.destroy();
+    if (seen !== size) throw changedWhileReading(entry, size, seen);
+  }
+
+  /** The bytes of the last, partial chunk. */
+  takeRest(): Buffer {
+    return this.#buf.subarray(0, this.#pos);
+  }
+
+  async #emit(): Promise<void> {
+    const full = this.#buf;
+    this.#buf = Buffer.allocUnsafe(full.length);
+    this.#pos = 0;
+    await this.#out.push(full);
+  }
+}
+
+function changedWhileReading(entry: string, size: number, seen: number): LayerError {
+  const found = seen > size ? "more" : String(seen);
+  return new LayerError(
+    `layer entry ${JSON.stringify(entry)}: expected ${size} bytes of content, found ${found}`,
+  );
+}
+
+interface Sizes {
+  readonly digest: Digest;
+  readonly size: number;
+  readonly diffId: Digest;
+  readonly uncompressedSize: number;
+}
+
+/**
+ * Hashes the tar, compresses it chunk by chunk with up to MAX_IN_FLIGHT chunks at once, and writes and hashes
+ * the compressed bytes in order. The newest chunk is held back until the next arrives, because only the
+ * compressor's last call may finish the stream.
+ */
+class CompressedOutput {
+  readonly #fd: number;
+  readonly #c: ChunkCompressor;
+  readonly #diffId = createHash("sha256");
+  readonly #digest = createHash("sha256");
+  readonly #pending: Promise<Buffer>[] = [];
+  #held: Buffer | undefined;
+  #uncompressed = 0;
+  #compressed = 0;
+
+  constructor(fd: number, c: ChunkCompressor) {
+    this.#fd = fd;
+    this.#c = c;
+    this.#emit(c.header);
+  }
+
+  get chunkSize(): number {
+    return this.#c.chunkSize;
+  }
+
+  async push(chunk: Buffer): Promise<void> {
+    this.#diffId.update(chunk);
+    this.#uncompressed += chunk.length;
+    if (this.#held !== undefined) await this.#start(this.#held, false);
+    this.#held = chunk;
+  }
+
+  async finish(rest: Buffer): Promise<Sizes> {
+    if (rest.length > 0) await this.push(rest);
+    await this.#start(this.#held ?? Buffer.alloc(0), true);
+    while (this.#pending.length > 0) await this.#writeOldest();
+    this.#emit(this.#c.trailer());
+    return {
+      digest: digestOf(this.#digest),
+      size: this.#compressed,
+      diffId: digestOf(this.#diffId),
+      uncompressedSize: this.#uncompressed,
+    };
+  }
+
+  async #start(chunk: Buffer, last: boolean): Promise<void> {
+    const p = this.#c.compress(chunk, last);
+    p.catch(() => {}); // awaited in order by #writeOldest; this only keeps a later failure from going unhandled
+    this.#pending.push(p);
+    while (this.#pending.length >= MAX_IN_FLIGHT) await this.#writeOldest();
+  }
+
+  async #writeOldest(): Promise<void> {
+    this.#emit(await this.#pending.shift()!);
+  }
+
+  #emit(bytes: Buffer): void {
+    this.#digest.update(bytes);
+    this.#compressed += bytes.length;
+    let off = 0;
+    while (off < bytes.length) off += fs.writeSync(this.#fd, bytes, off);
+  }
+}

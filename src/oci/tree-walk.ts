@@ -1,0 +1,104 @@
+import fs from "node:fs";
+import path from "node:path";
+import { cleanEntryPath, type EntryType, type LayerEntry, sortEntries } from "./layer-entry.ts";
+
+export interface WalkTreeOptions {
+  /** Where the tree lands in the layer, e.g. `app`; the root directory itself becomes that entry. */
+  readonly prefix?: string;
+  /** Owner for every entry instead of the files' own. */
+  readonly uid?: number;
+  readonly gid?: number;
+  /** Permission bits for every file and directory instead of their own (symlinks keep 0777). */
+  readonly chmod?: number;
+}
+
+/**
+ * The entries for a directory tree: lstat only (symlinks are entries, never followed), real modes and
+ * owners unless overridden, hardlinks found by (device, inode), sockets skipped. Sorted, so the result
+ * depends only on the tree's content, not on readdir or creation order; mtimes are not read at all.
+ *
+ * Extended attributes are not read: Node has no xattr API. Callers that need them (file capabilities) set
+ * `xattrs` on the entries.
+ *
+ * Synchronous on purpose: one lstat is a few microseconds, a threadpool round trip costs more than that.
+ */
+export function walkTree(root: string, options: WalkTreeOptions = {}): LayerEntry[] {
+  const prefix = options.prefix === undefined || options.prefix === "" ? "" : cleanEntryPath(options.prefix);
+  const found: Array<LayerEntry & { readonly inode?: string }> = [];
+  const visit = (abs: string, rel: string): void => {
+    const st = fs.lstatSync(abs, { bigint: true });
+    const type = entryType(st);
+    if (type === undefined) return;
+    if (rel !== "") found.push(entryOf(abs, rel, type, st, options));
+    if (type !== "dir") return;
+    for (const name of fs.readdirSync(abs)) visit(path.join(abs, name), rel === "" ? name : `${rel}/${name}`);
+  };
+  visit(root, prefix);
+  return linkHardlinks(sortEntries(found));
+}
+
+function entryType(st: fs.BigIntStats): EntryType | undefined {
+  if (st.isFile()) return "file";
+  if (st.isDirectory()) return "dir";
+  if (st.isSymbolicLink()) return "symlink";
+  if (st.isCharacterDevice()) return "char";
+  if (st.isBlockDevice()) return "block";
+  if (st.isFIFO()) return "fifo";
+  return undefined; // sockets cannot be archived
+}
+
+function entryOf(
+  abs: string,
+  rel: string,
+  type: EntryType,
+  st: fs.BigIntStats,
+  o: WalkTreeOptions,
+): LayerEntry & { readonly inode?: string } {
+  const own = Number(st.mode & 0o7777n);
+  const base = {
+    path: rel,
+    type,
+    mode: type === "symlink" ? own : (o.chmod ?? own),
+    uid: o.uid ?? Number(st.uid),
+    gid: o.gid ?? Number(st.gid),
+  };
+  switch (type) {
+    case "file":
+      return {
+        ...base,
+        size: Number(st.size),
+        content: abs,
+        ...(st.nlink > 1n ? { inode: `${st.dev}:${st.ino}` } : {}),
+      };
+    case "symlink":
+      return { ...base, linkTarget: fs.readlinkSync(abs) };
+    case "char":
+    case "block":
+      return { ...base, devMajor: major(st.rdev), devMinor: minor(st.rdev) };
+    default:
+      return base;
+  }
+}
+
+/** The first path of each inode (in layer order) keeps the content; later ones become hardlinks to it. */
+function linkHardlinks(sorted: ReadonlyArray<LayerEntry & { readonly inode?: string }>): LayerEntry[] {
+  const firstPath = new Map<string, string>();
+  return sorted.map(({ inode, ...e }) => {
+    if (inode === undefined) return e;
+    const first = firstPath.get(inode);
+    if (first === undefined) {
+      firstPath.set(inode, e.path);
+      return e;
+    }
+    const { size: _s, content: _c, ...attrs } = e;
+    return { ...attrs, type: "hardlink", linkTarget: first };
+  });
+}
+
+// glibc's gnu_dev_major/gnu_dev_minor
+function major(dev: bigint): number {
+  return Number(((dev >> 8n) & 0xfffn) | ((dev >> 32n) & ~0xfffn));
+}
+function minor(dev: bigint): number {
+  return Number((dev & 0xffn) | ((dev >> 12n) & ~0xffn));
+}

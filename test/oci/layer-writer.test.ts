@@ -1,0 +1,295 @@
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import fs from "node:fs";
+import { join } from "node:path";
+import { Readable } from "node:stream";
+import { type TestContext, test } from "node:test";
+import { LayerError } from "../../src/errors.ts";
+import type { LayerEntry } from "../../src/oci/layer-entry.ts";
+import { writeLayer } from "../../src/oci/layer-writer.ts";
+import { walkTree } from "../../src/oci/tree-walk.ts";
+import { runCommand } from "../helpers/command.ts";
+import { gnuTar, pythonTarEntries, tempDir } from "../helpers/layer-fixtures.ts";
+import { sha256sum } from "../helpers/tar-layer.ts";
+
+const MTIME = 1700000000;
+const LONG_DIR = "d".repeat(60);
+const DEEP = `${LONG_DIR}/${LONG_DIR}/${LONG_DIR}/${LONG_DIR}/${LONG_DIR}`; // 304 bytes with the file below
+const LONG_TARGET = `../${"t".repeat(150)}`;
+
+/** Every kind of entry a layer holds, with the modes, owners and names that need PAX headers. */
+function buildTree(root: string, bigContent: Buffer): void {
+  const file = (p: string, content: string | Buffer, mode: number, uid = 0, gid = 0): void => {
+    fs.writeFileSync(join(root, p), content);
+    fs.chownSync(join(root, p), uid, gid); // before chmod: chown clears setuid
+    fs.chmodSync(join(root, p), mode);
+  };
+  const dir = (p: string, mode: number): void => {
+    fs.mkdirSync(join(root, p), { recursive: true });
+    fs.chmodSync(join(root, p), mode);
+  };
+  dir("bin", 0o755);
+  dir("tmp", 0o1777);
+  dir("srv", 0o2775);
+  dir("a", 0o755);
+  dir(DEEP, 0o700);
+  dir("données", 0o755);
+  file("bin/tool", "#!/bin/sh\necho tool\n", 0o4755);
+  file("bin/sg", "sg", 0o2711);
+  file("a/x", "under a", 0o644);
+  file("a-b", "dash", 0o640, 1000, 1000);
+  file("a.b", "dot", 0o600, 3000000, 4000000);
+  file("none", "unreadable by mode", 0o000);
+  file("empty", "", 0o644);
+  file("big.bin", bigContent, 0o644);
+  file(`${"n".repeat(120)}.txt`, "long name", 0o644);
+  file(`${DEEP}/leaf`, "deep", 0o644);
+  file("données/résumé.txt", "utf-8", 0o644);
+  file("日本語-🎉", "more utf-8", 0o644);
+  fs.linkSync(join(root, "bin/tool"), join(root, "bin/tool-again"));
+  fs.writeFileSync(join(root, "z-original"), "linked");
+  fs.linkSync(join(root, "z-original"), join(root, "0-first")); // sorts first, so it carries the content
+  fs.symlinkSync("/usr/share/zoneinfo/UTC", join(root, "localtime"));
+  fs.symlinkSync(LONG_TARGET, join(root, "long-link"));
+  fs.symlinkSync("résumé", join(root, "utf8-link"));
+  fs.chmodSync(join(root, DEEP.slice(0, 60)), 0o000);
+  dir("dev", 0o755);
+  runSync("mknod", [join(root, "dev/null"), "c", "1", "3"]);
+  runSync("mknod", [join(root, "dev/loop0"), "b", "7", "0"]);
+  runSync("mkfifo", [join(root, "dev/fifo")]);
+}
+
+/** A temp dir holding `tree/`, built by buildTree. */
+async function treeIn(t: TestContext, bigContent: Buffer): Promise<{ dir: string; tree: string }> {
+  const dir = await tempDir(t);
+  const tree = join(dir, "tree");
+  fs.mkdirSync(tree);
+  buildTree(tree, bigContent);
+  return { dir, tree };
+}
+
+function runSync(cmd: string, args: string[]): void {
+  const r = spawnSync(cmd, args);
+  assert.equal(r.status, 0, `${cmd} failed: ${r.stderr}`);
+}
+
+test("a layer of a tree is byte for byte GNU tar's archive of it, with real and overridden owners", async (t) => {
+  const { dir, tree } = await treeIn(t, randomBytes(3 << 20));
+
+  const own = await writeLayer(walkTree(tree), {
+    file: join(dir, "own.tar"),
+    mtime: MTIME,
+    compression: "none",
+  });
+  const gnu = await gnuTar(tree, MTIME);
+  assert.equal(own.diffId, await sha256sum(gnu));
+  assert.equal(own.uncompressedSize, gnu.length);
+  assert.equal(own.digest, own.diffId);
+  assert.deepEqual(fs.readFileSync(own.file), gnu);
+
+  const root = await writeLayer(walkTree(tree, { uid: 0, gid: 0 }), {
+    file: join(dir, "root.tar"),
+    mtime: MTIME,
+    compression: "none",
+  });
+  assert.equal(root.diffId, await sha256sum(await gnuTar(tree, MTIME, ["--owner=0", "--group=0"])));
+});
+
+test("the entries Python's tarfile reads are the tree's, field by field", async (t) => {
+  const big = randomBytes(3 << 20);
+  const { dir, tree } = await treeIn(t, big);
+  const layer = await writeLayer(walkTree(tree), { file: join(dir, "l.tar.gz"), mtime: MTIME });
+  const entries = await pythonTarEntries(fs.readFileSync(layer.file));
+  const byName = new Map(entries.map((e) => [e.name, e]));
+  const sha = async (s: string | Buffer) => (await sha256sum(Buffer.from(s))).slice("sha256:".length);
+
+  assert.deepEqual(
+    entries.map((e) => e.name).slice(0, 8),
+    ["0-first", "a", "a/x", "a-b", "a.b", "big.bin", "bin", "bin/sg"],
+    "sorted by path, a directory's children right after it",
+  );
+  for (const e of entries) {
+    assert.equal(e.mtime, MTIME);
+    assert.equal(e.uname, "");
+    assert.equal(e.gname, "");
+  }
+  assert.deepEqual(pick(byName.get("bin/tool")), ["file", 0o4755, 0, 0, 20, ""]);
+  assert.equal(byName.get("bin/tool")?.sha256, await sha("#!/bin/sh\necho tool\n"));
+  assert.deepEqual(pick(byName.get("bin/tool-again")), ["hardlink", 0o4755, 0, 0, 0, "bin/tool"]);
+  assert.deepEqual(pick(byName.get("0-first")), ["file", 0o644, 0, 0, 6, ""]);
+  assert.deepEqual(pick(byName.get("z-original")), ["hardlink", 0o644, 0, 0, 0, "0-first"]);
+  assert.deepEqual(pick(byName.get("bin/sg")), ["file", 0o2711, 0, 0, 2, ""]);
+  assert.deepEqual(pick(byName.get("tmp")), ["dir", 0o1777, 0, 0, 0, ""]);
+  assert.deepEqual(pick(byName.get("srv")), ["dir", 0o2775, 0, 0, 0, ""]);
+  assert.deepEqual(pick(byName.get("none")), ["file", 0, 0, 0, 18, ""]);
+  assert.deepEqual(pick(byName.get(LONG_DIR)), ["dir", 0, 0, 0, 0, ""]);
+  assert.deepEqual(pick(byName.get("a.b")), ["file", 0o600, 3000000, 4000000, 3, ""]);
+  assert.deepEqual(pick(byName.get("a-b")), ["file", 0o640, 1000, 1000, 4, ""]);
+  assert.deepEqual(pick(byName.get("big.bin")), ["file", 0o644, 0, 0, 3 << 20, ""]);
+  assert.equal(byName.get("big.bin")?.sha256, await sha(big));
+  assert.deepEqual(pick(byName.get(`${DEEP}/leaf`)), ["file", 0o644, 0, 0, 4, ""]);
+  assert.deepEqual(pick(byName.get(`${"n".repeat(120)}.txt`)), ["file", 0o644, 0, 0, 9, ""]);
+  assert.deepEqual(pick(byName.get("données/résumé.txt")), ["file", 0o644, 0, 0, 5, ""]);
+  assert.deepEqual(pick(byName.get("日本語-🎉")), ["file", 0o644, 0, 0, 10, ""]);
+  assert.deepEqual(pick(byName.get("localtime")), ["symlink", 0o777, 0, 0, 0, "/usr/share/zoneinfo/UTC"]);
+  assert.deepEqual(pick(byName.get("long-link")), ["symlink", 0o777, 0, 0, 0, LONG_TARGET]);
+  assert.deepEqual(pick(byName.get("utf8-link")), ["symlink", 0o777, 0, 0, 0, "résumé"]);
+  assert.deepEqual(pick(byName.get("dev/null")), ["char", 0o644, 0, 0, 0, ""]);
+  assert.deepEqual([byName.get("dev/null")?.devmajor, byName.get("dev/null")?.devminor], [1, 3]);
+  assert.deepEqual(pick(byName.get("dev/loop0")), ["block", 0o644, 0, 0, 0, ""]);
+  assert.deepEqual([byName.get("dev/loop0")?.devmajor, byName.get("dev/loop0")?.devminor], [7, 0]);
+  assert.deepEqual(pick(byName.get("dev/fifo")), ["fifo", 0o644, 0, 0, 0, ""]);
+});
+
+function pick(
+  e: { type: string; mode: number; uid: number; gid: number; size: number; linkname: string } | undefined,
+) {
+  assert.ok(e, "entry is in the layer");
+  return [e.type, e.mode, e.uid, e.gid, e.size, e.linkname];
+}
+
+test("gzip layers are one gzip member that gzip, Python and zcat read back to the tar", async (t) => {
+  const { dir, tree } = await treeIn(
+    t,
+    Buffer.concat([randomBytes(1 << 20), Buffer.alloc(3 << 20, "compressible ")]),
+  );
+  const plain = await writeLayer(walkTree(tree), {
+    file: join(dir, "l.tar"),
+    mtime: MTIME,
+    compression: "none",
+  });
+  const gz = await writeLayer(walkTree(tree), {
+    file: join(dir, "l.tar.gz"),
+    mtime: MTIME,
+    compression: "gzip",
+  });
+  const bytes = fs.readFileSync(gz.file);
+
+  assert.equal(gz.mediaType, "application/vnd.oci.image.layer.v1.tar+gzip");
+  assert.equal(gz.diffId, plain.diffId);
+  assert.equal(gz.uncompressedSize, plain.uncompressedSize);
+  assert.equal(gz.digest, await sha256sum(bytes));
+  assert.equal(gz.size, bytes.length);
+  assert.deepEqual(bytes.subarray(0, 10), Buffer.from("1f8b0800000000000003", "hex"), "gzip -n header");
+  await runCommand("gzip", ["-t", gz.file]);
+  assert.equal(await sha256sum(await runCommand("gzip", ["-dc", gz.file])), gz.diffId);
+  const py = await runCommand(
+    "python3",
+    [
+      "-c",
+      "import sys,zlib; d=zlib.decompressobj(31); sys.stdout.buffer.write(d.decompress(sys.stdin.buffer.read())); assert d.eof and d.unused_data == b''",
+    ],
+    bytes,
+  );
+  assert.equal(await sha256sum(py), gz.diffId, "one member: nothing follows the first member's trailer");
+});
+
+test("zstd layers decompress with zstd to the tar, and open() re-reads the blob", async (t) => {
+  const { dir, tree } = await treeIn(
+    t,
+    Buffer.concat([randomBytes(5 << 20), Buffer.alloc(6 << 20, "zstd ")]),
+  );
+  const zst = await writeLayer(walkTree(tree), {
+    file: join(dir, "l.tar.zst"),
+    mtime: MTIME,
+    compression: "zstd",
+  });
+  const bytes = fs.readFileSync(zst.file);
+  assert.equal(zst.mediaType, "application/vnd.oci.image.layer.v1.tar+zstd");
+  assert.equal(zst.digest, await sha256sum(bytes));
+  await runCommand("zstd", ["-q", "-t", zst.file]);
+  const tar = await runCommand("zstd", ["-q", "-dc", zst.file]);
+  assert.equal(await sha256sum(tar), zst.diffId);
+  assert.equal(tar.length, zst.uncompressedSize);
+  for (let i = 0; i < 2; i++) {
+    const chunks: Buffer[] = [];
+    for await (const c of zst.open()) chunks.push(c as Buffer);
+    assert.deepEqual(Buffer.concat(chunks), bytes);
+  }
+});
+
+test("entries given unsorted get sorted, parents added, hardlinks pointed at the first path", async (t) => {
+  const dir = await tempDir(t);
+  const entries: LayerEntry[] = [
+    { path: "usr/bin/z", type: "hardlink", mode: 0o755, uid: 0, gid: 0, linkTarget: "usr/bin/b" },
+    {
+      path: "/usr/bin/b",
+      type: "file",
+      mode: 0o755,
+      uid: 0,
+      gid: 0,
+      size: 5,
+      content: () => Readable.from([Buffer.from("he"), Buffer.from("llo")]),
+    },
+    { path: "./usr/bin/a", type: "hardlink", mode: 0o755, uid: 0, gid: 0, linkTarget: "usr/bin/b" },
+    { path: "etc/", type: "dir", mode: 0o750, uid: 0, gid: 42 },
+    { path: "etc/motd", type: "symlink", mode: 0o777, uid: 0, gid: 0, linkTarget: "../run/motd" },
+    {
+      path: "etc/cap",
+      type: "file",
+      mode: 0o755,
+      uid: 0,
+      gid: 0,
+      size: 0,
+      xattrs: { "user.z": "last", "security.capability": Buffer.from([1, 0, 0, 2]) },
+    },
+  ];
+  const layer = await writeLayer(entries, {
+    file: join(dir, "l.tar"),
+    mtime: 0,
+    compression: "none",
+    addParents: true,
+  });
+  const got = await pythonTarEntries(fs.readFileSync(layer.file));
+  assert.deepEqual(
+    got.map((e) => [e.name, e.type, e.mode, e.gid, e.size, e.linkname]),
+    [
+      ["etc", "dir", 0o750, 42, 0, ""],
+      ["etc/cap", "file", 0o755, 0, 0, ""],
+      ["etc/motd", "symlink", 0o777, 0, 0, "../run/motd"],
+      ["usr", "dir", 0o755, 0, 0, ""],
+      ["usr/bin", "dir", 0o755, 0, 0, ""],
+      ["usr/bin/a", "file", 0o755, 0, 5, ""],
+      ["usr/bin/b", "hardlink", 0o755, 0, 0, "usr/bin/a"],
+      ["usr/bin/z", "hardlink", 0o755, 0, 0, "usr/bin/a"],
+    ],
+  );
+  assert.equal(got[5]?.sha256, (await sha256sum(Buffer.from("hello"))).slice(7));
+  assert.deepEqual(got[1]?.xattrs, { "security.capability": "\u0001\u0000\u0000\u0002", "user.z": "last" });
+});
+
+test("content that does not match its size, duplicate and escaping paths are refused", async (t) => {
+  const dir = await tempDir(t);
+  const file = join(dir, "l.tar");
+  const e = { type: "file", mode: 0o644, uid: 0, gid: 0 } as const;
+  await assert.rejects(
+    writeLayer([{ ...e, path: "f", size: 4, content: () => Readable.from([Buffer.from("toolong")]) }], {
+      file,
+      mtime: 0,
+    }),
+    (err: unknown) =>
+      err instanceof LayerError && /"f": expected 4 bytes of content, found more/.test(err.message),
+  );
+  fs.writeFileSync(join(dir, "short"), "ab");
+  await assert.rejects(
+    writeLayer([{ ...e, path: "f", size: 3, content: join(dir, "short") }], { file, mtime: 0 }),
+    {
+      code: "KILN_ERR_LAYER",
+      message: 'layer entry "f": expected 3 bytes of content, found 2',
+    },
+  );
+  await assert.rejects(writeLayer([{ ...e, path: "a/../../etc/passwd", size: 0 }], { file, mtime: 0 }), {
+    code: "KILN_ERR_INVALID_INPUT",
+  });
+  await assert.rejects(
+    writeLayer(
+      [
+        { ...e, path: "x", size: 0 },
+        { ...e, path: "./x", size: 0 },
+      ],
+      { file, mtime: 0 },
+    ),
+    { code: "KILN_ERR_INVALID_INPUT", message: 'layer entry "x" is given twice' },
+  );
+});
