@@ -20,7 +20,8 @@ export async function buildPlanLocally(
   resolveBase: BaseResolver,
   writeLayer: LayerWriter,
 ): Promise<PlatformResult[]> {
-  const created = new Date(plan.timestamp * 1000).toISOString();
+  // RFC 3339 without fractional seconds, as Go tools write it.
+  const created = new Date(plan.timestamp * 1000).toISOString().replace(/\.\d{3}Z$/, "Z");
   const results: PlatformResult[] = [];
   for (const platformName of plan.platforms) {
     const platform = parsePlatform(platformName);

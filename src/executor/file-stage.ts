@@ -86,7 +86,10 @@ function where(step: Step): string {
   return step.line !== undefined ? `line ${step.line}: ` : "";
 }
 
-/** Merges a stage's config over its base's: Env by name, maps key by key, other fields replaced when set. */
+/**
+ * Merges a stage's config over its base's: Env by name, maps key by key, other fields replaced when set,
+ * and removed when the change sets them to null (a new ENTRYPOINT drops the base's CMD).
+ */
 export function mergeConfig(base: ContainerConfig, change: ContainerConfig): ContainerConfig {
   const out: ContainerConfig = { ...base };
   for (const [k, v] of Object.entries(change) as [keyof ContainerConfig, unknown][]) {
@@ -96,7 +99,8 @@ export function mergeConfig(base: ContainerConfig, change: ContainerConfig): Con
         ...((base[k] as object | null | undefined) ?? {}),
         ...(v as object),
       };
-    } else (out as Record<string, unknown>)[k] = v;
+    } else if (v === null) delete out[k];
+    else (out as Record<string, unknown>)[k] = v;
   }
   return out;
 }
