@@ -38,8 +38,8 @@ export class DockerfileError extends InvalidInputError {
 export class PathEscapeError extends KilnError {
   override readonly code = "KILN_ERR_PATH_ESCAPE";
   readonly path: string;
-  constructor(path: string, root: string, why: string) {
-    super(`path ${JSON.stringify(path)} escapes ${root}: ${why}`);
+  constructor(path: string, root: string, why: string, options?: ErrorOptions) {
+    super(`path ${JSON.stringify(path)} escapes ${root}: ${why}`, options);
     this.path = path;
   }
 }
