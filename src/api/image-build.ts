@@ -129,7 +129,8 @@ export const InlineSourceSchema = z
   .strictObject({
     files: withRule(
       withRule(
-        z.record(z.string(), z.string()),
+        // maxProperties bounds the cost of the CEL rules for the API server; the size rule says it in words.
+        z.record(z.string(), z.string()).meta({ maxProperties: INLINE_FILES_MAX }),
         {
           rule: `size(self) >= 1 && size(self) <= ${INLINE_FILES_MAX}`,
           message: `must hold between 1 and ${INLINE_FILES_MAX} files`,

@@ -131,3 +131,11 @@ test("the CEL image reference regex accepts what parseReference accepts", () => 
     assert.ok(IMAGE_REFERENCE_RE.test(s) && parses(s), s);
   }
 });
+
+test("a misspelt field is refused, not silently dropped", () => {
+  const r = ImageBuildSpecSchema.safeParse({ ...GOOD_SPEC, platform: ["linux/arm64"] });
+  assert.deepEqual(
+    r.error?.issues.map((i) => i.message),
+    ['Unrecognized key: "platform"'],
+  );
+});
