@@ -9,6 +9,16 @@ export const GOOD_SPEC = {
   output: { image: "registry.example.com/team/app" },
 };
 
+/** GOOD_SPEC with every default filled, as zod and the API server both fill them. */
+export const GOOD_SPEC_DEFAULTED = {
+  ...GOOD_SPEC,
+  output: { ...GOOD_SPEC.output, insecure: false },
+  platforms: ["linux/amd64"],
+  cache: { disabled: false, ttl: "168h" },
+  timestamp: 0,
+  timeout: "1h",
+};
+
 const DIGEST = `sha256:${"a".repeat(64)}`;
 
 export interface BadCase {
