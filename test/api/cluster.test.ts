@@ -12,8 +12,17 @@ import {
   setHeaderOptions,
   type V1CustomResourceDefinition,
 } from "@kubernetes/client-node";
+import { setCondition } from "../../src/api/condition.ts";
 import { imageBuildCrd } from "../../src/api/crd.ts";
-import { API_GROUP, API_VERSION, IMAGE_BUILD_KIND, IMAGE_BUILD_PLURAL } from "../../src/api/image-build.ts";
+import {
+  API_GROUP,
+  API_VERSION,
+  IMAGE_BUILD_KIND,
+  IMAGE_BUILD_PLURAL,
+  type ImageBuildStatus,
+  ImageBuildStatusSchema,
+} from "../../src/api/image-build.ts";
+import type { Digest } from "../../src/oci/digest.ts";
 import { BAD_CASES, GOOD_SPEC, GOOD_SPEC_DEFAULTED, specOf } from "./cases.ts";
 
 // Against the real API server of the test cluster: the CRD must be accepted as it is generated (structural,
@@ -138,5 +147,70 @@ test("a misspelt field is refused, not silently dropped", async () => {
   assert.equal(
     statusOf(err).message,
     `ImageBuild in version "v1alpha1" cannot be handled as a ImageBuild: strict decoding error: unknown field "spec.platform"`,
+  );
+});
+
+test("the status subresource takes a status the controller writes, and refuses a malformed one", async (t) => {
+  const ref = { group: API_GROUP, version: API_VERSION, namespace: NAMESPACE, plural: IMAGE_BUILD_PLURAL };
+  const name = "status";
+  await objects.deleteNamespacedCustomObject({ ...ref, name }).catch(() => undefined);
+  await objects.createNamespacedCustomObject({
+    ...ref,
+    body: {
+      apiVersion: `${API_GROUP}/${API_VERSION}`,
+      kind: IMAGE_BUILD_KIND,
+      metadata: { name },
+      spec: GOOD_SPEC,
+    },
+  });
+  t.after(() => objects.deleteNamespacedCustomObject({ ...ref, name }));
+  const digest = `sha256:${"b".repeat(64)}`;
+  const now = new Date("2026-01-02T03:04:05Z");
+  const status: ImageBuildStatus = {
+    phase: "Succeeded",
+    observedGeneration: 1,
+    conditions: setCondition(
+      [],
+      { type: "Succeeded", status: "True", reason: "Succeeded", message: "pushed", observedGeneration: 1 },
+      now,
+    ),
+    image: `registry.example.com/team/app@${digest}`,
+    digest: digest as Digest,
+    stages: [
+      {
+        name: "0",
+        platform: "linux/amd64",
+        podName: "status-0-amd64",
+        digest: digest as Digest,
+        startTime: "2026-01-02T03:00:00Z",
+        steps: [
+          {
+            line: 2,
+            instruction: "RUN make",
+            cached: false,
+            durationMs: 1234,
+            layerDigest: digest as Digest,
+          },
+        ],
+      },
+    ],
+    startTime: "2026-01-02T03:00:00Z",
+    completionTime: "2026-01-02T03:04:05Z",
+  };
+  const patch = (s: unknown) =>
+    objects.patchNamespacedCustomObjectStatus(
+      { ...ref, name, body: { status: s } },
+      setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
+    );
+  const written = (await patch(status)) as { status: unknown };
+  assert.deepEqual(written.status, ImageBuildStatusSchema.parse(status));
+  const err = await patch({ phase: "Done" }).then(
+    () => assert.fail("accepted"),
+    (e: unknown) => e,
+  );
+  assert.ok(err instanceof ApiException, String(err));
+  assert.match(
+    statusOf(err).message,
+    /status\.phase: Unsupported value: "Done": supported values: "Pending", "Building", "Succeeded", "Failed"/,
   );
 });
