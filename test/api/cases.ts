@@ -19,6 +19,28 @@ export const GOOD_SPEC_DEFAULTED = {
   timeout: "1h",
 };
 
+/** Sources at the edges of what is allowed: both zod and the API server accept each. */
+export const GOOD_SOURCES = [
+  {
+    git: {
+      url: "git@github.com:org/repo.git",
+      revision: "v1.2.0",
+      subPath: "services/api",
+      secretRef: { name: "git" },
+    },
+  },
+  {
+    git: {
+      url: "ssh://git@git.example.com:2222/org/repo.git",
+      revision: "0123456789abcdef0123456789abcdef01234567",
+    },
+  },
+  { oci: { image: `registry:5000/ctx@sha256:${"0".repeat(64)}`, subPath: "." } },
+  { oci: { image: "[::1]:5000/team/ctx:v1" } },
+  { http: { url: "http://10.0.0.1:8080/ctx.tar.gz", sha256: "f".repeat(64) } },
+  { inline: { files: { Dockerfile: "FROM busybox\n", "a/.b/..c/d": "" } } },
+];
+
 const DIGEST = `sha256:${"a".repeat(64)}`;
 
 export interface BadCase {

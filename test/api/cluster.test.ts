@@ -23,7 +23,7 @@ import {
   ImageBuildStatusSchema,
 } from "../../src/api/image-build.ts";
 import type { Digest } from "../../src/oci/digest.ts";
-import { BAD_CASES, GOOD_SPEC, GOOD_SPEC_DEFAULTED, specOf } from "./cases.ts";
+import { BAD_CASES, GOOD_SOURCES, GOOD_SPEC, GOOD_SPEC_DEFAULTED, specOf } from "./cases.ts";
 
 // Against the real API server of the test cluster: the CRD must be accepted as it is generated (structural,
 // CEL rules compiled and within their cost budget), and ImageBuilds must be refused or defaulted by the server
@@ -116,6 +116,10 @@ test("a layers ImageBuild gets the layer spec's defaults", async () => {
     layers: [{ files: [{ src: "bin", dest: "/usr/local/bin/", exclude: [] }] }, { delete: ["/tmp"] }],
     config: {},
   });
+});
+
+test("every good source is accepted", async () => {
+  for (const [i, source] of GOOD_SOURCES.entries()) await create(`source-${i}`, { ...GOOD_SPEC, source });
 });
 
 for (const [i, c] of BAD_CASES.entries()) {

@@ -8,7 +8,7 @@ import {
   ImageBuildSpecSchema,
 } from "../../src/api/image-build.ts";
 import { parseReference } from "../../src/oci/reference.ts";
-import { BAD_CASES, GOOD_SPEC, GOOD_SPEC_DEFAULTED, specOf } from "./cases.ts";
+import { BAD_CASES, GOOD_SOURCES, GOOD_SPEC, GOOD_SPEC_DEFAULTED, specOf } from "./cases.ts";
 
 /** A zod issue path written as the API server writes field paths. */
 function fieldOf(path: readonly PropertyKey[]): string {
@@ -41,21 +41,8 @@ test("a layers spec gets the layer spec's defaults, without its platforms", () =
   );
 });
 
-test("every source kind parses", () => {
-  for (const source of [
-    {
-      git: {
-        url: "git@github.com:org/repo.git",
-        revision: "v1.2.0",
-        subPath: "services/api",
-        secretRef: { name: "git" },
-      },
-    },
-    { git: { url: "ssh://git@git.example.com:2222/org/repo.git" } },
-    { oci: { image: `registry:5000/ctx@sha256:${"0".repeat(64)}`, subPath: "." } },
-    { http: { url: "http://10.0.0.1:8080/ctx.tar.gz", sha256: "f".repeat(64) } },
-    { inline: { files: { Dockerfile: "FROM busybox\n", "a/.b/..c/d": "" } } },
-  ]) {
+test("every good source parses", () => {
+  for (const source of GOOD_SOURCES) {
     const r = ImageBuildSpecSchema.safeParse({ ...GOOD_SPEC, source });
     assert.ok(r.success, `${JSON.stringify(source)}: ${r.error?.message}`);
   }
