@@ -45,8 +45,9 @@ export function normalizeEntries(
   for (const e of entries) {
     const path = cleanEntryPath(e.path);
     if (byPath.has(path)) throw new InvalidInputError(`layer entry ${JSON.stringify(path)} is given twice`);
-    const linkTarget = e.type === "hardlink" ? cleanEntryPath(e.linkTarget ?? "") : e.linkTarget;
-    byPath.set(path, { ...e, path, linkTarget });
+    if (e.type === "hardlink")
+      byPath.set(path, { ...e, path, linkTarget: cleanEntryPath(e.linkTarget ?? "") });
+    else byPath.set(path, path === e.path ? e : { ...e, path });
   }
   if (options.addParents) {
     for (const path of [...byPath.keys()]) {
@@ -74,8 +75,12 @@ function pathSortKey(path: string): Buffer {
   return key;
 }
 
+/** Matches every path cleanEntryPath would change or refuse: the rest, nearly all, are returned as they are. */
+const UNCLEAN = /^$|^\.?\/|\/$|\/\/|(^|\/)\.\.?(\/|$)|\0/;
+
 /** Drops a leading `/` or `./` and trailing `/`; refuses empty, `.` and `..` components. */
 export function cleanEntryPath(path: string): string {
+  if (!UNCLEAN.test(path)) return path;
   let p = path;
   while (p.startsWith("./") || p.startsWith("/")) p = p.slice(p.startsWith("/") ? 1 : 2);
   while (p.endsWith("/")) p = p.slice(0, -1);
@@ -91,6 +96,7 @@ export function cleanEntryPath(path: string): string {
  * (with the target's attributes and content) and every other member links to it, as tar writes them.
  */
 function relinkHardlinks(sorted: LayerEntry[]): LayerEntry[] {
+  if (!sorted.some((e) => e.type === "hardlink")) return sorted;
   const index = new Map(sorted.map((e, i) => [e.path, i]));
   const first = new Map<string, string>(); // target path -> first path of its group
   for (const [i, e] of sorted.entries()) {

@@ -8,7 +8,15 @@ import { digestOf } from "./digest.ts";
 import type { Layer } from "./image.ts";
 import { type LayerEntry, normalizeEntries } from "./layer-entry.ts";
 import { type Compression, layerMediaType } from "./media-type.ts";
-import { END_OF_ARCHIVE, encodeTarHeader, padding, type TarHeader, TarType } from "./tar-header.ts";
+import {
+  BLOCK,
+  END_OF_ARCHIVE,
+  encodeTarHeader,
+  padding,
+  type TarHeader,
+  TarType,
+  writeUstarHeader,
+} from "./tar-header.ts";
 
 export interface WriteLayerOptions {
   /** Where the layer blob is written (created or truncated). */
@@ -81,7 +89,7 @@ const TYPEFLAG: Record<LayerEntry["type"], TarType> = {
 
 async function writeEntry(tar: TarChunks, e: LayerEntry, mtime: number): Promise<void> {
   const size = e.type === "file" ? (e.size ?? 0) : 0;
-  const header: TarHeader = {
+  await tar.header({
     name: e.type === "dir" ? `${e.path}/` : e.path,
     type: TYPEFLAG[e.type],
     mode: e.mode,
@@ -94,13 +102,12 @@ async function writeEntry(tar: TarChunks, e: LayerEntry, mtime: number): Promise
       ? { devMajor: e.devMajor ?? 0, devMinor: e.devMinor ?? 0 }
       : {}),
     ...(e.xattrs ? { xattrs: sortedXattrs(e.xattrs) } : {}),
-  };
-  await tar.write(encodeTarHeader(header));
+  });
   if (size === 0) return;
   if (e.content === undefined) throw new LayerError(`layer entry ${JSON.stringify(e.path)} has no content`);
   if (typeof e.content === "string") await tar.copyFile(e.content, size, e.path);
   else await tar.copyStream(e.content(), size, e.path);
-  await tar.write(Buffer.alloc(padding(size)));
+  await tar.zeros(padding(size));
 }
 
 function sortedXattrs(x: Readonly<Record<string, Buffer | string>>): Array<[string, Buffer]> {
@@ -135,6 +142,21 @@ class TarChunks {
     }
   }
 
+  /** Headers go straight into the chunk; the position is always on a block boundary with a block free. */
+  async header(h: TarHeader): Promise<void> {
+    if (!writeUstarHeader(h, this.#buf, this.#pos)) return this.write(encodeTarHeader(h));
+    this.#pos += BLOCK;
+    if (this.#pos === this.#buf.length) await this.#emit();
+  }
+
+  /** Padding, always less than a block, so it never crosses a chunk boundary. */
+  async zeros(n: number): Promise<void> {
+    this.#buf.fill(0, this.#pos, this.#pos + n);
+    this.#pos += n;
+    if (this.#pos === this.#buf.length) await this.#emit();
+  }
+
+  /** Reads exactly `size` bytes; a file that grew since it was measured is cut there, as GNU tar does. */
   async copyFile(file: string, size: number, entry: string): Promise<void> {
     const fd = fs.openSync(file, "r");
     try {

@@ -40,6 +40,23 @@ export interface TarHeader {
 const NAME_MAX = 100;
 const MAX_ID = 0o7777777;
 const MAX_SIZE = 0o77777777777;
+const ASCII = /^[\x00-\x7f]*$/;
+
+/**
+ * Writes the entry's ustar header into `out` at `offset` (512 bytes, which must be there) when the entry
+ * needs no PAX records, the common case, without allocating; returns false, writing nothing, otherwise.
+ */
+export function writeUstarHeader(h: TarHeader, out: Buffer, offset: number): boolean {
+  if (h.name.length > NAME_MAX || !ASCII.test(h.name) || h.uid > MAX_ID || h.gid > MAX_ID) return false;
+  if (h.size > MAX_SIZE || (h.xattrs?.length ?? 0) > 0) return false;
+  const link = h.linkname ?? "";
+  if (link.length > NAME_MAX || Buffer.byteLength(link) > NAME_MAX) return false;
+  out.fill(0, offset, offset + BLOCK);
+  out.write(h.name, offset, "latin1");
+  out.write(link, offset + 157, "utf8");
+  ustarFields(out, offset, { ...h, mode: h.mode & 0o7777, dev: [h.devMajor ?? 0, h.devMinor ?? 0] });
+  return true;
+}
 
 /**
  * The header blocks for one entry: a PAX extended header (with its records) when a field does not fit the
@@ -51,35 +68,36 @@ export function encodeTarHeader(h: TarHeader): Buffer {
   const records: Buffer[] = [];
   // GNU tar's order: linkpath (written before the header is started), path, uid, gid, size, xattrs.
   if (linkname.length > NAME_MAX) records.push(paxRecord("linkpath", linkname));
-  if (name.length > NAME_MAX || !isAscii(name)) records.push(paxRecord("path", name));
+  if (name.length > NAME_MAX || !ASCII.test(h.name)) records.push(paxRecord("path", name));
   if (h.uid > MAX_ID) records.push(paxRecord("uid", Buffer.from(String(h.uid))));
   if (h.gid > MAX_ID) records.push(paxRecord("gid", Buffer.from(String(h.gid))));
   if (h.size > MAX_SIZE) records.push(paxRecord("size", Buffer.from(String(h.size))));
   for (const [key, value] of h.xattrs ?? []) records.push(paxRecord(`SCHILY.xattr.${key}`, value));
 
-  const ustar = ustarBlock({
-    name,
+  const ustar = Buffer.alloc(BLOCK);
+  name.copy(ustar, 0, 0, Math.min(name.length, NAME_MAX));
+  linkname.copy(ustar, 157, 0, Math.min(linkname.length, NAME_MAX));
+  ustarFields(ustar, 0, {
     mode: h.mode & 0o7777,
     uid: h.uid > MAX_ID ? 0 : h.uid,
     gid: h.gid > MAX_ID ? 0 : h.gid,
     size: h.size > MAX_SIZE ? 0 : h.size,
     mtime: h.mtime,
     type: h.type,
-    linkname,
     dev: [h.devMajor ?? 0, h.devMinor ?? 0],
   });
   if (records.length === 0) return ustar;
 
   const body = Buffer.concat(records);
-  const pax = ustarBlock({
-    name: Buffer.from(paxHeaderName(h.name), "utf8"),
+  const pax = Buffer.alloc(BLOCK);
+  Buffer.from(paxHeaderName(h.name), "utf8").copy(pax, 0, 0, NAME_MAX);
+  ustarFields(pax, 0, {
     mode: 0o644,
     uid: 0,
     gid: 0,
     size: body.length,
     mtime: h.mtime,
     type: TarType.paxHeader,
-    linkname: Buffer.alloc(0),
     dev: undefined,
   });
   return Buffer.concat([pax, body, Buffer.alloc(padding(body.length)), ustar]);
@@ -94,37 +112,32 @@ export function padding(size: number): number {
 export const END_OF_ARCHIVE: Buffer = Buffer.alloc(2 * BLOCK);
 
 interface UstarFields {
-  readonly name: Buffer;
   readonly mode: number;
   readonly uid: number;
   readonly gid: number;
   readonly size: number;
   readonly mtime: number;
   readonly type: TarType;
-  readonly linkname: Buffer;
   /** undefined leaves the device fields zero-filled, as GNU tar does in its PAX headers. */
   readonly dev: readonly [number, number] | undefined;
 }
 
-function ustarBlock(f: UstarFields): Buffer {
-  const b = Buffer.alloc(BLOCK);
-  f.name.copy(b, 0, 0, Math.min(f.name.length, NAME_MAX));
-  octal(b, 100, 8, f.mode);
-  octal(b, 108, 8, f.uid);
-  octal(b, 116, 8, f.gid);
-  octal(b, 124, 12, f.size);
-  octal(b, 136, 12, f.mtime);
-  b.write(f.type, 156, "latin1");
-  f.linkname.copy(b, 157, 0, Math.min(f.linkname.length, NAME_MAX));
-  b.write("ustar\x0000", 257, "latin1");
+/** Fills in a header block whose name and linkname are written and whose other bytes are zero. */
+function ustarFields(b: Buffer, o: number, f: UstarFields): void {
+  octal(b, o + 100, 8, f.mode);
+  octal(b, o + 108, 8, f.uid);
+  octal(b, o + 116, 8, f.gid);
+  octal(b, o + 124, 12, f.size);
+  octal(b, o + 136, 12, f.mtime);
+  b.write(f.type, o + 156, "latin1");
+  b.write("ustar\x0000", o + 257, "latin1");
   if (f.dev !== undefined) {
-    octal(b, 329, 8, f.dev[0]);
-    octal(b, 337, 8, f.dev[1]);
+    octal(b, o + 329, 8, f.dev[0]);
+    octal(b, o + 337, 8, f.dev[1]);
   }
   let sum = 8 * 0x20; // the checksum field counts as spaces
-  for (let i = 0; i < BLOCK; i++) sum += b[i]!;
-  b.write(`${sum.toString(8).padStart(6, "0")}\x00 `, 148, "latin1");
-  return b;
+  for (let i = o; i < o + BLOCK; i++) sum += b[i]!;
+  b.write(`${sum.toString(8).padStart(6, "0")}\x00 `, o + 148, "latin1");
 }
 
 /** A zero-padded octal number filling `width - 1` digits and a NUL. */
@@ -146,9 +159,4 @@ function paxHeaderName(name: string): string {
   const slash = trimmed.lastIndexOf("/");
   const dir = slash === -1 ? "." : trimmed.slice(0, slash);
   return `${dir}/PaxHeaders/${trimmed.slice(slash + 1)}`;
-}
-
-function isAscii(b: Buffer): boolean {
-  for (const byte of b) if (byte >= 0x80) return false;
-  return true;
 }

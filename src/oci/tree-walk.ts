@@ -26,18 +26,18 @@ export function walkTree(root: string, options: WalkTreeOptions = {}): LayerEntr
   const prefix = options.prefix === undefined || options.prefix === "" ? "" : cleanEntryPath(options.prefix);
   const found: Array<LayerEntry & { readonly inode?: string }> = [];
   const visit = (abs: string, rel: string): void => {
-    const st = fs.lstatSync(abs, { bigint: true });
+    const st = fs.lstatSync(abs);
     const type = entryType(st);
     if (type === undefined) return;
     if (rel !== "") found.push(entryOf(abs, rel, type, st, options));
     if (type !== "dir") return;
-    for (const name of fs.readdirSync(abs)) visit(path.join(abs, name), rel === "" ? name : `${rel}/${name}`);
+    for (const name of fs.readdirSync(abs)) visit(`${abs}/${name}`, rel === "" ? name : `${rel}/${name}`);
   };
-  visit(root, prefix);
+  visit(path.resolve(root), prefix);
   return linkHardlinks(sortEntries(found));
 }
 
-function entryType(st: fs.BigIntStats): EntryType | undefined {
+function entryType(st: fs.Stats): EntryType | undefined {
   if (st.isFile()) return "file";
   if (st.isDirectory()) return "dir";
   if (st.isSymbolicLink()) return "symlink";
@@ -51,33 +51,39 @@ function entryOf(
   abs: string,
   rel: string,
   type: EntryType,
-  st: fs.BigIntStats,
+  st: fs.Stats,
   o: WalkTreeOptions,
 ): LayerEntry & { readonly inode?: string } {
-  const own = Number(st.mode & 0o7777n);
+  const own = st.mode & 0o7777;
   const base = {
     path: rel,
     type,
     mode: type === "symlink" ? own : (o.chmod ?? own),
-    uid: o.uid ?? Number(st.uid),
-    gid: o.gid ?? Number(st.gid),
+    uid: o.uid ?? st.uid,
+    gid: o.gid ?? st.gid,
   };
   switch (type) {
     case "file":
       return {
         ...base,
-        size: Number(st.size),
+        size: st.size,
         content: abs,
-        ...(st.nlink > 1n ? { inode: `${st.dev}:${st.ino}` } : {}),
+        ...(st.nlink > 1 ? { inode: inodeKey(abs) } : {}),
       };
     case "symlink":
       return { ...base, linkTarget: fs.readlinkSync(abs) };
     case "char":
     case "block":
-      return { ...base, devMajor: major(st.rdev), devMinor: minor(st.rdev) };
+      return { ...base, devMajor: major(BigInt(st.rdev)), devMinor: minor(BigInt(st.rdev)) };
     default:
       return base;
   }
+}
+
+/** Exact (device, inode) of a hardlinked file: inode numbers may not fit a double, so ask for bigints. */
+function inodeKey(abs: string): string {
+  const st = fs.lstatSync(abs, { bigint: true });
+  return `${st.dev}:${st.ino}`;
 }
 
 /** The first path of each inode (in layer order) keeps the content; later ones become hardlinks to it. */
