@@ -41,6 +41,7 @@ export class Authenticator {
   readonly #retry: RetryPolicy;
   readonly #hosts = new Map<string, HostState>();
   readonly #tokens = new Map<string, CachedToken>();
+  readonly #inflight = new Map<string, Promise<string>>();
   readonly #now: () => number;
 
   constructor(
@@ -66,30 +67,33 @@ export class Authenticator {
   }
 
   /**
-   * Learns from a 401's challenge. Returns true when a new try can carry different credentials
-   * (a new scheme, or a fresh token replacing one the registry no longer accepts).
+   * Learns from a 401's challenge. Returns true when a new try can carry different credentials: a new
+   * scheme, or a fresh token in place of the `rejected` one (fetched once however many requests saw it).
    */
   async challenged(
     host: string,
     scopes: readonly Scope[],
     wwwAuthenticate: string | undefined,
+    rejected: string | undefined,
   ): Promise<boolean> {
     const challenges = parseWwwAuthenticate(wwwAuthenticate ?? "");
     const bearer = challenges.find((c) => c.scheme === "bearer");
-    const creds = this.#credentials(host);
     if (bearer?.params["realm"]) {
+      const key = tokenKey(host, scopes);
+      const cached = this.#tokens.get(key);
+      if (cached !== undefined && `Bearer ${cached.value}` !== rejected) return true;
       const state = {
         kind: "bearer",
         realm: bearer.params["realm"],
         service: bearer.params["service"],
       } as const;
       this.#hosts.set(host, state);
-      this.#tokens.delete(tokenKey(host, scopes));
+      this.#tokens.delete(key);
       const asked = bearer.params["scope"]?.split(" ").filter((s) => s !== "") ?? [];
       await this.#fetchToken(host, state, scopes, asked);
       return true;
     }
-    if (challenges.some((c) => c.scheme === "basic") && creds?.username !== undefined) {
+    if (challenges.some((c) => c.scheme === "basic") && this.#credentials(host)?.username !== undefined) {
       const known = this.#hosts.get(host)?.kind === "basic";
       this.#hosts.set(host, { kind: "basic" });
       return !known;
@@ -97,7 +101,24 @@ export class Authenticator {
     return false;
   }
 
-  async #fetchToken(
+  /** Concurrent requests needing the same token share one fetch. */
+  #fetchToken(
+    host: string,
+    state: Extract<HostState, { kind: "bearer" }>,
+    scopes: readonly Scope[],
+    extraScopes: readonly Scope[] = [],
+  ): Promise<string> {
+    const key = tokenKey(host, scopes);
+    const running = this.#inflight.get(key);
+    if (running !== undefined) return running;
+    const fetching = this.#requestToken(host, state, scopes, extraScopes).finally(() =>
+      this.#inflight.delete(key),
+    );
+    this.#inflight.set(key, fetching);
+    return fetching;
+  }
+
+  async #requestToken(
     host: string,
     state: Extract<HostState, { kind: "bearer" }>,
     scopes: readonly Scope[],

@@ -128,7 +128,11 @@ export class RegistryClient {
   }
 
   /** Whether the repository holds the blob. A 401 counts as "no": the upload that follows will tell. */
-  async hasBlob(repo: RepositoryRef, digest: Digest, scopes = pushScopes(repo)): Promise<boolean> {
+  async hasBlob(
+    repo: RepositoryRef,
+    digest: Digest,
+    scopes: readonly Scope[] = pushScopes(repo),
+  ): Promise<boolean> {
     const host = registryHost(repo.registry);
     const url = `${this.#base(host)}/v2/${repo.repository}/blobs/${digest}`;
     const res = await this.#call(host, scopes, () => ({ method: "HEAD", url }), {
@@ -216,10 +220,10 @@ export class RegistryClient {
     bytes: Buffer,
     mediaType: string,
     ids: readonly string[],
+    scopes: readonly Scope[] = pushScopes(repo),
   ): Promise<Descriptor> {
     const host = registryHost(repo.registry);
     const digest = sha256(bytes);
-    const scopes = pushScopes(repo);
     for (const id of ids.length > 0 ? ids : [digest]) {
       const url = `${this.#base(host)}/v2/${repo.repository}/manifests/${id}`;
       const res = await this.#call(
@@ -254,7 +258,7 @@ export class RegistryClient {
         let res = await this.#transport.send(withHeader(req, "authorization", authorization));
         if (res.status === 401 && !challenged) {
           challenged = true;
-          if (await this.#auth.challenged(host, scopes, header(res, "www-authenticate"))) {
+          if (await this.#auth.challenged(host, scopes, header(res, "www-authenticate"), authorization)) {
             await res.body.dump();
             if (req.body !== undefined && !Buffer.isBuffer(req.body)) req.body.destroy();
             continue;

@@ -4,6 +4,7 @@ import { type Blob, canonicalBytes, configBlob, type Image, manifestOf } from ".
 import type { ImageIndex } from "../oci/manifest.ts";
 import { MediaType } from "../oci/media-type.ts";
 import type { Reference } from "../oci/reference.ts";
+import type { Scope } from "./auth.ts";
 import { pushScopes, type RegistryClient, type RepositoryRef } from "./client.ts";
 import { mapLimit } from "./limit.ts";
 
@@ -28,13 +29,11 @@ export async function pushImage(
   options: PushOptions = {},
 ): Promise<Descriptor> {
   const repo = { registry: ref.registry, repository: ref.repository };
-  await pushBlobs([...image.layers, configBlob(image)], repo, reg, options.mountFrom);
-  return reg.putManifest(
-    repo,
-    canonicalBytes(manifestOf(image)),
-    MediaType.ImageManifest,
-    tagsOf(ref, options),
-  );
+  const blobs = [...image.layers, configBlob(image)];
+  const scopes = scopesFor(blobs, repo, options.mountFrom);
+  await pushBlobs(blobs, repo, reg, scopes, options.mountFrom);
+  const manifest = canonicalBytes(manifestOf(image));
+  return reg.putManifest(repo, manifest, MediaType.ImageManifest, tagsOf(ref, options), scopes);
 }
 
 /**
@@ -75,17 +74,20 @@ export async function putIndex(
   return reg.putManifest(repo, canonicalBytes(index), MediaType.ImageIndex, tagsOf(ref, options));
 }
 
+/** One scope set for the whole push, so one bearer token covers every HEAD, mount, upload and PUT. */
+function scopesFor(blobs: readonly Blob[], repo: RepositoryRef, mountFrom: string | undefined): Scope[] {
+  const sources = new Set([mountFrom, ...blobs.map((b) => sameRegistrySource(b, repo))]);
+  sources.delete(undefined);
+  return [...pushScopes(repo), ...[...sources].flatMap((s) => pushScopes(repo, s).slice(1))];
+}
+
 async function pushBlobs(
   blobs: readonly Blob[],
   repo: RepositoryRef,
   reg: RegistryClient,
+  scopes: readonly Scope[],
   mountFrom: string | undefined,
 ): Promise<void> {
-  const sources = [
-    ...new Set([mountFrom, ...blobs.map((b) => sameRegistrySource(b, repo))].filter((s) => s !== undefined)),
-  ];
-  // One scope set for the whole push, so one bearer token covers every HEAD, mount and upload.
-  const scopes = [...pushScopes(repo), ...sources.flatMap((s) => pushScopes(repo, s).slice(1))];
   await mapLimit(blobs, reg.concurrency, async (blob) => {
     if (await reg.hasBlob(repo, blob.digest, scopes)) {
       reg.stats.blobsSkipped++;

@@ -1,12 +1,15 @@
-import { execFileSync } from "node:child_process";
+import { execFile, execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { Readable } from "node:stream";
+import { promisify } from "node:util";
 import { gunzipSync } from "node:zlib";
 import type { Digest } from "../../src/oci/digest.ts";
 import type { Image, Layer } from "../../src/oci/image.ts";
+
+const execFileAsync = promisify(execFile);
 
 export function sha256Of(bytes: Buffer | string): Digest {
   return `sha256:${createHash("sha256").update(bytes).digest("hex")}` as Digest;
@@ -57,14 +60,21 @@ export function makeImage(layers: readonly Layer[], architecture = "amd64"): Ima
   };
 }
 
+/**
+ * Runs skopeo without blocking the event loop: a token issuer or fault proxy serving it may live in this
+ * very process.
+ */
+export async function skopeo(...args: string[]): Promise<Buffer> {
+  const { stdout } = await execFileAsync("skopeo", args, { encoding: "buffer", maxBuffer: 1 << 26 });
+  return stdout;
+}
+
 /** `skopeo inspect --raw` output and its digest, as an independent reader of what the registry holds. */
-export function skopeoRaw(ref: string, ...flags: string[]): { bytes: Buffer; digest: Digest } {
-  const bytes = execFileSync("skopeo", ["inspect", "--raw", ...flags, `docker://${ref}`]);
+export async function skopeoRaw(ref: string, ...flags: string[]): Promise<{ bytes: Buffer; digest: Digest }> {
+  const bytes = await skopeo("inspect", "--raw", ...flags, `docker://${ref}`);
   return { bytes, digest: sha256Of(bytes) };
 }
 
-export function skopeoDigest(ref: string, ...flags: string[]): string {
-  return execFileSync("skopeo", ["inspect", "--format", "{{.Digest}}", ...flags, `docker://${ref}`])
-    .toString()
-    .trim();
+export async function skopeoDigest(ref: string, ...flags: string[]): Promise<string> {
+  return (await skopeo("inspect", "--format", "{{.Digest}}", ...flags, `docker://${ref}`)).toString().trim();
 }

@@ -11,7 +11,7 @@ import { parseMirrors } from "../../src/registry/mirrors.ts";
 import { cachedBlobPath, pullImage } from "../../src/registry/pull.ts";
 import { pushImage, pushIndex, putIndex } from "../../src/registry/push.ts";
 import { type RunningRegistry, startRegistry } from "../helpers/registry.ts";
-import { makeImage, makeLayer, sha256Of, skopeoDigest, skopeoRaw } from "./fixtures.ts";
+import { makeImage, makeLayer, sha256Of, skopeo, skopeoDigest, skopeoRaw } from "./fixtures.ts";
 
 const NO_TLS = "--src-tls-verify=false";
 const TLS_OFF = "--tls-verify=false";
@@ -39,11 +39,11 @@ describe("push and pull against a plain-HTTP registry", () => {
     const ref = parseReference(`${registry.host}/demo/app:v1`);
     const desc = await pushImage(image, ref, reg, { tags: ["v1.0", "latest"] });
     for (const tag of ["v1", "v1.0", "latest"]) {
-      const raw = skopeoRaw(`${registry.host}/demo/app:${tag}`, TLS_OFF);
+      const raw = await skopeoRaw(`${registry.host}/demo/app:${tag}`, TLS_OFF);
       assert.equal(raw.digest, desc.digest);
       assert.equal(raw.bytes.length, desc.size);
     }
-    const manifest = JSON.parse(skopeoRaw(`${registry.host}/demo/app:v1`, TLS_OFF).bytes.toString());
+    const manifest = JSON.parse((await skopeoRaw(`${registry.host}/demo/app:v1`, TLS_OFF)).bytes.toString());
     assert.equal(manifest.mediaType, "application/vnd.oci.image.manifest.v1+json");
     assert.deepEqual(
       manifest.layers.map((l: { digest: string; size: number }) => [l.digest, l.size]),
@@ -54,7 +54,7 @@ describe("push and pull against a plain-HTTP registry", () => {
     );
     // skopeo copies the image to a directory, verifying every blob against the manifest.
     const out = join(work, "copied");
-    execFileSync("skopeo", ["copy", NO_TLS, `docker://${registry.host}/demo/app:v1`, `dir:${out}`]);
+    await skopeo("copy", NO_TLS, `docker://${registry.host}/demo/app:v1`, `dir:${out}`);
     assert.deepEqual(readFileSync(join(out, base.digest.slice(7))), base.bytes);
     assert.deepEqual(readFileSync(join(out, app.digest.slice(7))), app.bytes);
   });
@@ -66,7 +66,7 @@ describe("push and pull against a plain-HTTP registry", () => {
     const desc = await pushImage(image, ref, reg);
     assert.equal(reg.stats.blobsUploaded, before.blobsUploaded);
     assert.equal(reg.stats.blobsSkipped - before.blobsSkipped, 3);
-    assert.equal(skopeoDigest(`${registry.host}/demo/again:v1`, TLS_OFF), desc.digest);
+    assert.equal(await skopeoDigest(`${registry.host}/demo/again:v1`, TLS_OFF), desc.digest);
   });
 
   test("pullImage reads what skopeo pushed, verified and cached, layers re-open", async () => {
@@ -103,12 +103,12 @@ describe("push and pull against a plain-HTTP registry", () => {
         ],
       }),
     );
-    execFileSync("skopeo", [
+    await skopeo(
       "copy",
       "--dest-tls-verify=false",
       `oci:${src}:v2`,
       `docker://${registry.host}/skopeo/pushed:v2`,
-    ]);
+    );
 
     const blobDir = join(work, "cache");
     const pulled = await pullImage(parseReference(`${registry.host}/skopeo/pushed:v2`), reg, { blobDir });
@@ -160,7 +160,7 @@ describe("push and pull against a plain-HTTP registry", () => {
     const arm = makeImage([makeLayer({ "arch.txt": "arm64\n" })], "arm64");
     const ref = parseReference(`${registry.host}/demo/multi:v1`);
     const desc = await pushIndex([amd, arm], ref, reg);
-    const raw = skopeoRaw(`${registry.host}/demo/multi:v1`, TLS_OFF);
+    const raw = await skopeoRaw(`${registry.host}/demo/multi:v1`, TLS_OFF);
     assert.equal(raw.digest, desc.digest);
     const index = JSON.parse(raw.bytes.toString());
     assert.equal(index.mediaType, "application/vnd.oci.image.index.v1+json");
@@ -179,13 +179,13 @@ describe("push and pull against a plain-HTTP registry", () => {
     assert.equal(pulledArm.manifest.digest, index.manifests[1].digest);
     assert.equal(pulledArm.config.architecture, "arm64");
     const armDir = join(work, "arm-copy");
-    execFileSync("skopeo", [
+    await skopeo(
       "--override-arch=arm64",
       "copy",
       NO_TLS,
       `docker://${registry.host}/demo/multi:v1`,
       `dir:${armDir}`,
-    ]);
+    );
     assert.equal(sha256Of(readFileSync(join(armDir, "manifest.json"))), pulledArm.manifest.digest);
   });
 
