@@ -8,8 +8,8 @@ import type { KnownDivergence } from "./corpus.ts";
  * buildah's recorded value first, so a stale entry fails loudly instead of hiding a real difference.
  *
  * Places: `/path` (value `"present"`: must exist, metadata unknown; `null`: must be absent), `Env NAME`,
- * `Label KEY`, a config field (`Entrypoint`, `ExposedPorts`, ...), and `COPY destination` (the subtree
- * at buildah's path moves to Docker's path).
+ * `Label KEY`, a config field (`Entrypoint`, ...; for the sets `ExposedPorts` and `Volumes` only the keys
+ * that differ), and `COPY destination` (the subtree at buildah's path moves to Docker's path).
  */
 export function dockerExpectation(
   oracle: ComparableImage,
@@ -48,12 +48,19 @@ export function dockerExpectation(
         if (docker === null) delete labels[key];
         else labels[key] = docker as string;
         config = { ...config, Labels: labels };
+      } else if (place === "ExposedPorts" || place === "Volumes") {
+        // Sets: the entry names only the keys that differ.
+        const keys = (config[place] as string[] | undefined) ?? [];
+        const removed = values.buildah as string[];
+        const missing = removed.filter((k) => !keys.includes(k));
+        if (missing.length > 0) fail(`buildah's image lacks ${missing.join(", ")}`);
+        const kept = keys.filter((k) => !removed.includes(k));
+        config = { ...config, [place]: [...kept, ...(docker as string[])].sort() };
       } else if (place in config || values.buildah === null) {
         const current = config[place] ?? null;
-        const sortedKeys = place === "ExposedPorts" || place === "Volumes";
         if (JSON.stringify(current) !== JSON.stringify(values.buildah))
           fail(`buildah's image has ${JSON.stringify(current)}`);
-        config = { ...config, [place]: sortedKeys ? [...(docker as string[])].sort() : docker };
+        config = { ...config, [place]: docker };
       } else {
         fail("unknown kind of place");
       }
