@@ -187,26 +187,27 @@ export class RegistryClient {
       if (res.status === 202) location = this.#location(res);
     }
 
-    let offset = 0;
+    // The session's latest Location: each PATCH answer moves it (its query carries the upload state).
+    const session = { location, offset: 0 };
     for (let attempt = 1; ; attempt++) {
       try {
-        location ??= await this.#startUpload(host, scopes, uploads);
-        if (offset === 0 && this.#uploadMode === "monolithic") {
-          await this.#putBlob(host, scopes, location, blob, openFrom(blob, 0));
+        session.location ??= await this.#startUpload(host, scopes, uploads);
+        if (session.offset === 0 && this.#uploadMode === "monolithic") {
+          await this.#putBlob(host, scopes, session.location, blob, openFrom(blob, 0));
         } else {
-          location = await this.#patchFrom(host, scopes, location, blob, offset);
-          await this.#putBlob(host, scopes, location, blob);
+          await this.#patchFrom(host, scopes, session as { location: string; offset: number }, blob);
+          await this.#putBlob(host, scopes, session.location, blob);
         }
         this.stats.blobsUploaded++;
         return "uploaded";
       } catch (err) {
-        if (!isTemporary(err) || attempt >= this.#retry.attempts || location === undefined) throw err;
+        if (!isTemporary(err) || attempt >= this.#retry.attempts || session.location === undefined) throw err;
         const delayMs = retryDelayMs(this.#retry, attempt, (err as { retryAfterMs?: number }).retryAfterMs);
         this.#log?.debug({ digest: blob.digest, attempt, delayMs, err }, "Retrying blob upload");
         await sleep(delayMs);
-        const status = await this.#uploadStatus(host, scopes, location);
-        location = status?.location;
-        offset = status?.offset ?? 0;
+        const status = await this.#uploadStatus(host, scopes, session.location);
+        session.location = status?.location;
+        session.offset = status?.offset ?? 0;
       }
     }
   }
@@ -337,19 +338,18 @@ export class RegistryClient {
     this.#checkDigestHeader(res, blob.digest);
   }
 
-  /** Sends bytes `offset…` of the blob as PATCH requests; returns the Location to finish at. */
+  /** Sends the blob from `session.offset` on as PATCH requests, moving the session along with each answer. */
   async #patchFrom(
     host: string,
     scopes: readonly Scope[],
-    location: string,
+    session: { location: string; offset: number },
     blob: Blob,
-    offset: number,
-  ): Promise<string> {
-    let next = location;
+  ): Promise<void> {
     const pieceSize = this.#uploadMode === "chunked" ? this.#chunkSize : blob.size;
-    for (let start = offset; start < blob.size; start += pieceSize) {
+    while (session.offset < blob.size) {
+      const start = session.offset;
       const length = Math.min(pieceSize, blob.size - start);
-      const url = next;
+      const url = session.location;
       const res = await this.#call(
         host,
         scopes,
@@ -366,9 +366,9 @@ export class RegistryClient {
         { ok: [202, 204], retry: false },
       );
       await res.body.dump();
-      next = this.#location(res, url);
+      session.location = this.#location(res, url);
+      session.offset = start + length;
     }
-    return next;
   }
 
   /** Where an interrupted upload stands, or undefined when the registry has forgotten it. */
