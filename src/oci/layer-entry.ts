@@ -3,6 +3,18 @@ import { InvalidInputError } from "../errors.ts";
 
 export type EntryType = "file" | "dir" | "symlink" | "hardlink" | "char" | "block" | "fifo";
 
+/** tar-stream's names of entry types (its `header.type`), as kiln names them. */
+export const TAR_STREAM_TYPES: Readonly<Record<string, EntryType>> = {
+  file: "file",
+  "contiguous-file": "file",
+  directory: "dir",
+  symlink: "symlink",
+  link: "hardlink",
+  "character-device": "char",
+  "block-device": "block",
+  fifo: "fifo",
+};
+
 /** A file's bytes: the path of a file on disk, or a function that returns a fresh stream on every call. */
 export type ContentSource = string | (() => Readable);
 

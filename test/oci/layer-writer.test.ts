@@ -1,79 +1,26 @@
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import { join } from "node:path";
 import { Readable } from "node:stream";
-import { type TestContext, test } from "node:test";
+import { test } from "node:test";
 import { LayerError } from "../../src/errors.ts";
 import type { LayerEntry } from "../../src/oci/layer-entry.ts";
 import { writeLayer } from "../../src/oci/layer-writer.ts";
 import { walkTree } from "../../src/oci/tree-walk.ts";
 import { runCommand } from "../helpers/command.ts";
-import { gnuTar, pythonTarEntries, tempDir } from "../helpers/layer-fixtures.ts";
+import {
+  DEEP,
+  gnuTar,
+  LONG_DIR,
+  LONG_TARGET,
+  pythonTarEntries,
+  tempDir,
+  treeIn,
+} from "../helpers/layer-fixtures.ts";
 import { sha256sum } from "../helpers/tar-layer.ts";
 
 const MTIME = 1700000000;
-const LONG_DIR = "d".repeat(60);
-const DEEP = `${LONG_DIR}/${LONG_DIR}/${LONG_DIR}/${LONG_DIR}/${LONG_DIR}`; // 304 bytes with the file below
-const LONG_TARGET = `../${"t".repeat(150)}`;
-
-/** Every kind of entry a layer holds, with the modes, owners and names that need PAX headers. */
-function buildTree(root: string, bigContent: Buffer): void {
-  const file = (p: string, content: string | Buffer, mode: number, uid = 0, gid = 0): void => {
-    fs.writeFileSync(join(root, p), content);
-    fs.chownSync(join(root, p), uid, gid); // before chmod: chown clears setuid
-    fs.chmodSync(join(root, p), mode);
-  };
-  const dir = (p: string, mode: number): void => {
-    fs.mkdirSync(join(root, p), { recursive: true });
-    fs.chmodSync(join(root, p), mode);
-  };
-  dir("bin", 0o755);
-  dir("tmp", 0o1777);
-  dir("srv", 0o2775);
-  dir("a", 0o755);
-  dir(DEEP, 0o700);
-  dir("données", 0o755);
-  file("bin/tool", "#!/bin/sh\necho tool\n", 0o4755);
-  file("bin/sg", "sg", 0o2711);
-  file("a/x", "under a", 0o644);
-  file("a-b", "dash", 0o640, 1000, 1000);
-  file("a.b", "dot", 0o600, 3000000, 4000000);
-  file("none", "unreadable by mode", 0o000);
-  file("empty", "", 0o644);
-  file("big.bin", bigContent, 0o644);
-  file(`${"n".repeat(120)}.txt`, "long name", 0o644);
-  file(`${DEEP}/leaf`, "deep", 0o644);
-  file("données/résumé.txt", "utf-8", 0o644);
-  file("日本語-🎉", "more utf-8", 0o644);
-  fs.linkSync(join(root, "bin/tool"), join(root, "bin/tool-again"));
-  fs.writeFileSync(join(root, "z-original"), "linked");
-  fs.linkSync(join(root, "z-original"), join(root, "0-first")); // sorts first, so it carries the content
-  fs.symlinkSync("/usr/share/zoneinfo/UTC", join(root, "localtime"));
-  fs.symlinkSync(LONG_TARGET, join(root, "long-link"));
-  fs.symlinkSync("résumé", join(root, "utf8-link"));
-  fs.chmodSync(join(root, DEEP.slice(0, 60)), 0o000);
-  dir("dev", 0o755);
-  runSync("mknod", [join(root, "dev/null"), "c", "1", "3"]);
-  runSync("mknod", [join(root, "dev/loop0"), "b", "7", "0"]);
-  runSync("mkfifo", [join(root, "dev/fifo")]);
-}
-
-/** A temp dir holding `tree/`, built by buildTree. */
-async function treeIn(t: TestContext, bigContent: Buffer): Promise<{ dir: string; tree: string }> {
-  const dir = await tempDir(t);
-  const tree = join(dir, "tree");
-  fs.mkdirSync(tree);
-  buildTree(tree, bigContent);
-  return { dir, tree };
-}
-
-function runSync(cmd: string, args: string[]): void {
-  const r = spawnSync(cmd, args);
-  assert.equal(r.status, 0, `${cmd} failed: ${r.stderr}`);
-}
-
 test("a layer of a tree is byte for byte GNU tar's archive of it, with real and overridden owners", async (t) => {
   const { dir, tree } = await treeIn(t, randomBytes(3 << 20));
 
