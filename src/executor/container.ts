@@ -395,7 +395,7 @@ class MountPoints {
   }
 
   ensure(target: string, kind: "file" | "dir"): void {
-    const rel = resolveInRoot(target, this.#readlink, "scoped");
+    const rel = resolveInRootfs(this.#root, target);
     const parts = rel === "" ? [] : rel.split("/");
     for (let i = 1; i <= parts.length; i++) {
       const sub = parts.slice(0, i).join("/");
@@ -421,9 +421,16 @@ class MountPoints {
     }
     this.#made.length = 0;
   }
+}
 
-  readonly #readlink = (rel: string): string | undefined => {
-    const abs = path.join(this.#root, rel);
+/**
+ * Resolves a path as a process inside the root filesystem would, through the root's own symlinks (absolute
+ * targets start at the root, `..` stops there); returns it relative to the root, "" for the root itself.
+ */
+export function resolveInRootfs(rootfs: string, p: string): string {
+  const readlink = (rel: string): string | undefined => {
+    const abs = path.join(rootfs, rel);
     return lstatOrUndefined(abs)?.isSymbolicLink() ? fs.readlinkSync(abs) : undefined;
   };
+  return resolveInRoot(p, readlink, "scoped", true, rootfs);
 }

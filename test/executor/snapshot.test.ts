@@ -15,23 +15,8 @@ import { join } from "node:path";
 import { test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { diffSnapshots, mountPointsBelow, takeSnapshot } from "../../src/executor/snapshot.ts";
-import type { LayerEntry } from "../../src/oci/layer-entry.ts";
 import { tempDir } from "../runtime/roots.ts";
-
-/** One line per entry: path, type, octal mode, owner, then size and content file, or link target, or device. */
-function summary(entries: readonly LayerEntry[], root: string): string[] {
-  return entries.map((e) => {
-    const what =
-      e.type === "file"
-        ? ` ${e.size}${e.content === undefined ? "" : ` <${String(e.content).replace(`${root}/`, "")}>`}`
-        : e.linkTarget !== undefined
-          ? ` -> ${e.linkTarget}`
-          : e.devMajor !== undefined
-            ? ` ${e.devMajor},${e.devMinor}`
-            : "";
-    return `${e.path} ${e.type} ${e.mode.toString(8)} ${e.uid}:${e.gid}${what}`;
-  });
-}
+import { summarizeEntries } from "./snapshot-summary.ts";
 
 /** A root made by `setup`, snapshotted, changed by `change`, snapshotted again; returns the diff's summary. */
 async function diffOf(
@@ -47,7 +32,7 @@ async function diffOf(
     // File times come from the kernel's coarse clock: a change in the same tick as the setup would not show.
     await sleep(15);
     change(at);
-    return summary(diffSnapshots(before, takeSnapshot(root, options), options), root);
+    return summarizeEntries(diffSnapshots(before, takeSnapshot(root, options), options), root);
   } finally {
     rmSync(root, { recursive: true, force: true });
   }
