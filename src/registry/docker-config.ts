@@ -17,8 +17,7 @@ const AuthEntrySchema = z.looseObject({
   identitytoken: z.string().optional(),
 });
 const AuthsSchema = z.record(z.string(), AuthEntrySchema);
-/** `.dockerconfigjson` (`{"auths":{…}}`) or the older `.dockercfg` (the map itself). */
-const DockerConfigSchema = z.union([z.looseObject({ auths: AuthsSchema }), AuthsSchema]);
+const DockerConfigSchema = z.looseObject({ auths: AuthsSchema });
 
 /** Logins keyed by normalised registry host (`docker.io`, `host:port`). */
 export type CredentialStore = ReadonlyMap<string, Credentials>;
@@ -35,16 +34,18 @@ export function normaliseRegistryKey(key: string): string {
 }
 
 export function parseDockerConfig(json: string, source = "docker config"): CredentialStore {
-  let parsed: z.infer<typeof DockerConfigSchema>;
+  let auths: z.infer<typeof AuthsSchema>;
   try {
-    parsed = DockerConfigSchema.parse(JSON.parse(json));
+    const value: unknown = JSON.parse(json);
+    // `.dockerconfigjson` wraps the logins in `auths`; the older `.dockercfg` is the map itself.
+    const wrapped = typeof value === "object" && value !== null && "auths" in value;
+    auths = wrapped ? DockerConfigSchema.parse(value).auths : AuthsSchema.parse(value);
   } catch (err) {
     // The message names the file only: zod's text could quote the secrets it failed on.
     throw new InvalidInputError(`${source} is not a docker config JSON`, { cause: redactedCause(err) });
   }
-  const auths = "auths" in parsed && typeof parsed.auths === "object" ? parsed.auths : parsed;
   const store = new Map<string, Credentials>();
-  for (const [key, entry] of Object.entries(auths as z.infer<typeof AuthsSchema>)) {
+  for (const [key, entry] of Object.entries(auths)) {
     const creds = credentialsOf(entry, key, source);
     const host = normaliseRegistryKey(key);
     // An exact `host` key wins over a URL-shaped one for the same host (docker does the same).

@@ -68,8 +68,8 @@ export function redactUrl(url: string): string {
   u.username = "";
   u.password = "";
   const keys = [...new Set(u.searchParams.keys())];
-  u.search = keys.length > 0 ? `?${keys.map((k) => `${k}=…`).join("&")}` : "";
-  return u.toString();
+  u.search = "";
+  return keys.length > 0 ? `${u.toString()}?${keys.map((k) => `${k}=…`).join("&")}` : u.toString();
 }
 
 /** Reads the distribution error list from a response body; anything else yields no codes. */
