@@ -21,6 +21,7 @@ export interface SnapshotOptions {
   readonly mountInfo?: string;
 }
 
+const LSTAT_OPTIONS = { throwIfNoEntry: false } as const;
 const { S_IFMT, S_IFREG, S_IFDIR, S_IFLNK, S_IFCHR, S_IFBLK, S_IFIFO } = fs.constants;
 
 /**
@@ -44,7 +45,7 @@ export function takeSnapshot(root: string, options: SnapshotOptions = {}): Snaps
     for (const name of names) {
       const rel = base + name;
       if (excluded.has(rel)) continue;
-      const st = fs.lstatSync(prefix + rel, { throwIfNoEntry: false });
+      const st = fs.lstatSync(prefix + rel, LSTAT_OPTIONS);
       if (st === undefined) continue;
       const fmt = st.mode & S_IFMT;
       if (fmt === S_IFDIR) dirs.push(rel);
