@@ -27,6 +27,9 @@ function show(tree: FileTree, path: string): string {
   return `${n.type} 0${n.mode.toString(8)} ${n.uid}:${n.gid}`;
 }
 
+/** Every path with what `show` says of it. */
+const listing = (tree: FileTree) => [...tree.keys()].map((p) => `${p} ${show(tree, p)}`);
+
 /** Paths below `dir` (not `dir` itself), relative to it. */
 const below = (tree: FileTree, dir: string) =>
   [...tree.keys()].filter((p) => p.startsWith(`${dir}/`)).map((p) => p.slice(dir.length + 1));
@@ -79,17 +82,14 @@ const CHECKS: Readonly<Record<string, Check>> = {
     assert.equal(tree.get("/usr/share/doc/stress/stress.c")?.sha256, await contextSha(c, "src/stress.c"));
   },
   "c-static-scratch-index": ({ tree, config }) => {
-    assert.deepEqual(
-      [...tree.keys()].map((p) => `${p} ${show(tree, p)}`),
-      [
-        "/hello file 0755 0:0",
-        "/tmp dir 0755 0:0",
-        "/usr dir 0755 0:0",
-        "/usr/share dir 0755 0:0",
-        "/usr/share/hello dir 0755 0:0",
-        "/usr/share/hello/hello.txt file 0644 0:0",
-      ],
-    );
+    assert.deepEqual(listing(tree), [
+      "/hello file 0755 0:0",
+      "/tmp dir 0755 0:0",
+      "/usr dir 0755 0:0",
+      "/usr/share dir 0755 0:0",
+      "/usr/share/hello dir 0755 0:0",
+      "/usr/share/hello/hello.txt file 0644 0:0",
+    ]);
     assert.deepEqual(config.Cmd, ["/hello"]);
   },
   "continuations-comments": async ({ tree, config }, c) => {
@@ -213,6 +213,8 @@ const CHECKS: Readonly<Record<string, Check>> = {
     for (const [name, content] of Object.entries(results)) {
       assert.equal(tree.get(`/results/${name}`)?.sha256, sha(content), name);
     }
+    // busybox has no /run; the one buildah's RUN leaves is a mount stub, removed.
+    assert.equal(show(tree, "/run"), "absent");
     assert.deepEqual(config.Shell, ["/bin/sh", "-e", "-c"]);
     assert.deepEqual(config.Cmd, ["/start.sh", "--ignored-param1"]);
   },
@@ -309,24 +311,21 @@ const CHECKS: Readonly<Record<string, Check>> = {
     assert.equal(show(tree, "/healthcheck.sh"), "file 0755 0:0");
   },
   "scratch-copy-only": async ({ tree, config }, c) => {
-    assert.deepEqual(
-      [...tree.keys()].map((p) => `${p} ${show(tree, p)}`),
-      [
-        "/etc dir 0755 0:0",
-        "/etc/group file 0644 0:0",
-        "/etc/passwd file 0644 0:0",
-        "/hello file 0755 0:0",
-        "/home dir 0755 1000:1000",
-        "/home/user dir 0755 1000:1000",
-        "/home/user/hello.txt file 0644 1000:1000",
-        "/root dir 0755 0:0",
-        "/root/hello.txt file 0600 0:0",
-        "/usr dir 0755 0:0",
-        "/usr/share dir 0755 0:0",
-        "/usr/share/hello dir 0755 0:0",
-        "/usr/share/hello/README file 0644 0:0",
-      ],
-    );
+    assert.deepEqual(listing(tree), [
+      "/etc dir 0755 0:0",
+      "/etc/group file 0644 0:0",
+      "/etc/passwd file 0644 0:0",
+      "/hello file 0755 0:0",
+      "/home dir 0755 1000:1000",
+      "/home/user dir 0755 1000:1000",
+      "/home/user/hello.txt file 0644 1000:1000",
+      "/root dir 0755 0:0",
+      "/root/hello.txt file 0600 0:0",
+      "/usr dir 0755 0:0",
+      "/usr/share dir 0755 0:0",
+      "/usr/share/hello dir 0755 0:0",
+      "/usr/share/hello/README file 0644 0:0",
+    ]);
     assert.equal(tree.get("/hello")?.sha256, await contextSha(c, "hello"));
     assert.equal(tree.get("/root/hello.txt")?.sha256, await contextSha(c, "hello.txt"));
     assert.deepEqual(config.Env, ["PATH=/"]);

@@ -304,13 +304,17 @@ export async function readOracleImage(result: OracleImage): Promise<ComparableIm
 }
 
 /**
- * buildah leaves an empty /etc/hosts (mode 0755) as the mount stub of every RUN in an image whose base
- * lacks one; BuildKit removes such stubs. A real /etc/hosts (the busybox base's is empty 0644) stays.
+ * Mount stubs buildah leaves in images whose base lacks them, which BuildKit removes after each RUN: an
+ * empty /etc/hosts of mode 0755 (the busybox base's own /etc/hosts is empty 0644 and stays) and an
+ * empty /run directory (busybox-based cases that ran a RUN).
  */
 export function withoutBuildahStubs(image: ComparableImage): ComparableImage {
-  const hosts = image.tree.get("/etc/hosts");
-  if (hosts?.type !== "file" || hosts.size !== 0 || hosts.mode !== 0o755) return image;
   const tree = new Map(image.tree);
-  tree.delete("/etc/hosts");
+  const hosts = tree.get("/etc/hosts");
+  if (hosts?.type === "file" && hosts.size === 0 && hosts.mode === 0o755) tree.delete("/etc/hosts");
+  const run = tree.get("/run");
+  const runIsEmpty = ![...tree.keys()].some((p) => p.startsWith("/run/"));
+  if (run?.type === "dir" && run.mode === 0o755 && run.uid === 0 && run.gid === 0 && runIsEmpty)
+    tree.delete("/run");
   return { ...image, tree };
 }
