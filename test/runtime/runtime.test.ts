@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { test } from "node:test";
+import { after, before, test } from "node:test";
 import { type Container, runContainer } from "../../src/executor/container.ts";
 import { busyboxRoot, debianRoot, emptyRoot, tempDir } from "./roots.ts";
 
@@ -47,16 +47,19 @@ async function runIn(
   }
 }
 
-test("the runtime starts kiln in a busybox root, an empty root and Debian without touching them", async (t) => {
-  const runtime = join(tempDir("runtime"), "kiln");
+const runtime = join(tempDir("runtime"), "kiln");
+before(() => {
   assert.equal(
     execFileSync(join(REPO, "scripts/runtime/build"), [runtime], { encoding: "utf8" }),
     `${runtime}\n`,
   );
+});
+after(() => rmSync(join(runtime, ".."), { recursive: true, force: true }));
+
+test("the runtime starts kiln in a busybox root, an empty root and Debian without touching them", async (t) => {
   const roots = { busybox: busyboxRoot(), empty: emptyRoot(), debian: debianRoot() };
   t.after(() => {
-    for (const dir of [join(runtime, ".."), ...Object.values(roots)])
-      rmSync(dir, { recursive: true, force: true });
+    for (const dir of Object.values(roots)) rmSync(dir, { recursive: true, force: true });
   });
 
   assert.deepEqual(readdirSync(join(runtime, "lib")).sort(), [
@@ -93,12 +96,8 @@ test("the runtime starts kiln in a busybox root, an empty root and Debian withou
 });
 
 test("in a root with no files at all, Node has ICU, randomness, a clock and /proc", async (t) => {
-  const runtime = join(tempDir("runtime"), "kiln");
-  execFileSync(join(REPO, "scripts/runtime/build"), [runtime]);
   const root = emptyRoot();
-  t.after(() => {
-    for (const dir of [join(runtime, ".."), root]) rmSync(dir, { recursive: true, force: true });
-  });
+  t.after(() => rmSync(root, { recursive: true, force: true }));
   const script = [
     "const os = require('node:os');",
     "console.log(new Intl.NumberFormat('de-DE').format(1234.5));",
