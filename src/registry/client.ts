@@ -102,6 +102,11 @@ export class RegistryClient {
     this.#log = options.logger;
   }
 
+  /** The retry policy this client runs with, for callers that repeat whole transfers (pull.ts). */
+  get retryPolicy(): RetryPolicy {
+    return this.#retry;
+  }
+
   close(): Promise<void> {
     return this.#transport.close();
   }

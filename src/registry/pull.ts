@@ -16,7 +16,7 @@ import { type Reference, withDigest } from "../oci/reference.ts";
 import type { FetchedManifest, RegistryClient, RepositoryRef } from "./client.ts";
 import { mapLimit } from "./limit.ts";
 import { RegistryConnectionError, RegistryProtocolError } from "./registry-error.ts";
-import { DEFAULT_RETRY, withRetry } from "./retry.ts";
+import { withRetry } from "./retry.ts";
 
 export interface PullOptions {
   /** Which image of an index to take; the host's platform when absent. */
@@ -121,7 +121,7 @@ export async function fetchToCache(
   const existing = await stat(path).catch(() => undefined);
   if (existing?.size === d.size) return path;
   await mkdir(join(blobDir, digestAlgorithm(d.digest)), { recursive: true });
-  await withRetry(DEFAULT_RETRY, async () => {
+  await withRetry(reg.retryPolicy, async () => {
     const tmp = `${path}.partial-${randomBytes(6).toString("hex")}`;
     try {
       await pipeline(await reg.fetchBlob(ref, d.digest), verifying(d), createWriteStream(tmp));

@@ -13,6 +13,9 @@ export interface TestPki {
   readonly caFile: string;
   readonly certFile: string;
   readonly keyFile: string;
+  /** A client certificate signed by the same CA, for registries that require mutual TLS. */
+  readonly clientCertFile: string;
+  readonly clientKeyFile: string;
 }
 
 function selfSigned(subject: string, keyFile: string, certFile: string): void {
@@ -42,39 +45,49 @@ export function makePki(dir = mkdtempSync(join(tmpdir(), "kiln-pki-"))): TestPki
   const openssl = (...args: string[]) => execFileSync("openssl", args, { stdio: "pipe" });
   selfSigned("/CN=kiln test CA", p("ca.key"), p("ca.crt"));
 
-  openssl(
-    "req",
-    "-newkey",
-    "rsa:2048",
-    "-nodes",
-    "-subj",
-    "/CN=127.0.0.1",
-    "-keyout",
-    p("server.key"),
-    "-out",
-    p("server.csr"),
-  );
-  writeFileSync(p("ext.cnf"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n");
-  openssl(
-    "x509",
-    "-req",
-    "-in",
-    p("server.csr"),
-    "-CA",
-    p("ca.crt"),
-    "-CAkey",
-    p("ca.key"),
-    "-CAcreateserial",
-    "-days",
-    "2",
-    "-extfile",
-    p("ext.cnf"),
-    "-out",
-    p("server.crt"),
-  );
-  return { dir, caFile: p("ca.crt"), certFile: p("server.crt"), keyFile: p("server.key") };
+  const signed = (name: string, subject: string, extensions: string) => {
+    openssl(
+      "req",
+      "-newkey",
+      "rsa:2048",
+      "-nodes",
+      "-subj",
+      subject,
+      "-keyout",
+      p(`${name}.key`),
+      "-out",
+      p(`${name}.csr`),
+    );
+    writeFileSync(p(`${name}.cnf`), extensions);
+    openssl(
+      "x509",
+      "-req",
+      "-in",
+      p(`${name}.csr`),
+      "-CA",
+      p("ca.crt"),
+      "-CAkey",
+      p("ca.key"),
+      "-CAcreateserial",
+      "-days",
+      "2",
+      "-extfile",
+      p(`${name}.cnf`),
+      "-out",
+      p(`${name}.crt`),
+    );
+  };
+  signed("server", "/CN=127.0.0.1", "subjectAltName=IP:127.0.0.1,DNS:localhost\n");
+  signed("client", "/CN=kiln client", "extendedKeyUsage=clientAuth\n");
+  return {
+    dir,
+    caFile: p("ca.crt"),
+    certFile: p("server.crt"),
+    keyFile: p("server.key"),
+    clientCertFile: p("client.crt"),
+    clientKeyFile: p("client.key"),
+  };
 }
-
 export async function freePort(): Promise<number> {
   const server = createNetServer();
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
@@ -84,7 +97,7 @@ export async function freePort(): Promise<number> {
 }
 
 export interface RegistryOptions {
-  readonly tls?: Pick<TestPki, "certFile" | "keyFile">;
+  readonly tls?: Pick<TestPki, "certFile" | "keyFile"> & { readonly clientCaFile?: string };
   /** One htpasswd user (bcrypt, via apache2-utils' htpasswd). */
   readonly htpasswd?: { readonly username: string; readonly password: string };
   readonly token?: {
@@ -121,7 +134,9 @@ export async function startRegistry(options: RegistryOptions = {}): Promise<Runn
   ];
   if (options.tls) {
     lines.push(
-      `  tls: { certificate: ${JSON.stringify(options.tls.certFile)}, key: ${JSON.stringify(options.tls.keyFile)} }`,
+      `  tls: { certificate: ${JSON.stringify(options.tls.certFile)}, key: ${JSON.stringify(options.tls.keyFile)}${
+        options.tls.clientCaFile ? `, clientcas: [${JSON.stringify(options.tls.clientCaFile)}]` : ""
+      } }`,
     );
   }
   if (options.htpasswd) {

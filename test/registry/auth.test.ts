@@ -115,6 +115,30 @@ describe("TLS registry with htpasswd basic auth", () => {
   });
 });
 
+test("a registry requiring mutual TLS accepts kiln's client certificate and refuses a client without one", async (t) => {
+  const pki = makePki();
+  const registry = await startRegistry({ tls: { ...pki, clientCaFile: pki.caFile } });
+  t.after(async () => {
+    await registry.close();
+    rmSync(pki.dir, { recursive: true, force: true });
+  });
+  const image = makeImage([makeLayer({ "mtls.txt": "client certificates\n" })]);
+  const ref = parseReference(`${registry.host}/mtls/app:v1`);
+  const withCert = await createRegistryClient({
+    caFiles: [pki.caFile],
+    clientCert: { certFile: pki.clientCertFile, keyFile: pki.clientKeyFile },
+  });
+  const without = await createRegistryClient({ caFiles: [pki.caFile], retry: { attempts: 1 } });
+  try {
+    const desc = await pushImage(image, ref, withCert);
+    assert.equal((await withCert.getManifest(ref)).descriptor.digest, desc.digest);
+    await assert.rejects(without.getManifest(ref), RegistryConnectionError);
+  } finally {
+    await withCert.close();
+    await without.close();
+  }
+});
+
 describe("registry with token auth", () => {
   const service = "kiln-test-registry";
   let issuer: TokenIssuer;

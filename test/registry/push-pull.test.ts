@@ -10,7 +10,7 @@ import { createRegistryClient, type RegistryClient } from "../../src/registry/cl
 import { parseMirrors } from "../../src/registry/mirrors.ts";
 import { cachedBlobPath, pullImage } from "../../src/registry/pull.ts";
 import { pushImage, pushIndex, putIndex } from "../../src/registry/push.ts";
-import { type RunningRegistry, startRegistry } from "../helpers/registry.ts";
+import { freePort, type RunningRegistry, startRegistry } from "../helpers/registry.ts";
 import { makeImage, makeLayer, sha256Of, skopeo, skopeoDigest, skopeoRaw } from "./fixtures.ts";
 
 const NO_TLS = "--src-tls-verify=false";
@@ -229,6 +229,28 @@ describe("push and pull against a plain-HTTP registry", () => {
       );
     } finally {
       await mirrored.close();
+    }
+  });
+
+  test("a mirror that is down is skipped for the registry itself unless fallback is off", async () => {
+    const dead = `127.0.0.1:${await freePort()}`;
+    const ref = parseReference(`${registry.host}/demo/app:v1`);
+    const expected = (await reg.getManifest(ref)).descriptor.digest;
+    const options = { insecure: [registry.host, dead], retry: { attempts: 1 } };
+    const fallback = await createRegistryClient({
+      ...options,
+      mirrors: parseMirrors([`${registry.host}=${dead}`]),
+    });
+    const strict = await createRegistryClient({
+      ...options,
+      mirrors: parseMirrors([`${registry.host}=${dead}`], { fallbackToOrigin: false }),
+    });
+    try {
+      assert.equal((await fallback.getManifest(ref)).descriptor.digest, expected);
+      await assert.rejects(strict.getManifest(ref), { code: "KILN_ERR_REGISTRY_CONNECTION" });
+    } finally {
+      await fallback.close();
+      await strict.close();
     }
   });
 });
