@@ -14,6 +14,8 @@ import { type Oracle, readOracleImage, startOracle } from "./oracle.ts";
  */
 
 const cases = await loadCorpus();
+/** Cases of the harness's own: an ONBUILD parent and its child, for dependsOn and pushedTo. */
+const harnessCases = await loadCorpus(join(import.meta.dirname, "oracle-cases"));
 
 const sha = (content: string | Buffer) => createHash("sha256").update(content).digest("hex");
 const contextSha = async (c: CorpusCase, rel: string) =>
@@ -371,7 +373,7 @@ const CHECKS: Readonly<Record<string, Check>> = {
 describe("conformance oracle: buildah builds every corpus case", { concurrency: false }, () => {
   let oracle: Oracle;
   before(async () => {
-    oracle = await startOracle(cases);
+    oracle = await startOracle([...cases, ...harnessCases]);
   });
   after(() => oracle?.close());
 
@@ -405,6 +407,27 @@ describe("conformance oracle: buildah builds every corpus case", { concurrency: 
       else await check(image, c);
     });
   }
+
+  test("dependsOn: the parent is built first and pushed to its pushedTo name, Docker config and all", async () => {
+    const [parent, child] = ["onbuild-parent", "onbuild-child"].map(
+      (n) => harnessCases.find((c) => c.name === n)!,
+    );
+    assert.ok(parent !== undefined && child !== undefined);
+    const built = await oracle.build(child);
+    assert.ok(built.kind === "image", built.kind === "failure" ? built.error : "");
+    const { tree, config } = await readOracleImage(built);
+    // The parent's triggers ran in the child's context, before the child's own instructions.
+    assert.equal(tree.get("/app/main.txt")?.sha256, sha("copied by the trigger\n"));
+    assert.equal(tree.get("/base.txt")?.sha256, sha("from the parent\n"));
+    assert.equal(tree.get("/child.txt")?.sha256, sha("from the child\n"));
+    assert.ok(config.Env?.includes("BUILT_FROM=onbuild-parent"));
+    assert.equal(config.OnBuild, undefined, "triggers are not inherited");
+    const parentBuilt = await oracle.build(parent);
+    assert.ok(parentBuilt.kind === "image");
+    const parentImage = await readOracleImage(parentBuilt);
+    assert.deepEqual(parentImage.config.OnBuild, ["COPY app/ /app/", "ENV BUILT_FROM=onbuild-parent"]);
+    assert.equal(show(parentImage.tree, "/app"), "absent");
+  });
 
   test("heredocs: buildah cannot build the case's own Dockerfile, as case.json records", async () => {
     const c = cases.find((x) => x.name === "heredocs");

@@ -7,7 +7,7 @@ import { join } from "node:path";
  * never touches the machine's image store and pulls Docker Hub names from a local mirror.
  */
 export interface Buildah {
-  /** `buildah version` first line, e.g. `buildah version 1.28.2 (image-spec 1.1.0-rc2, ...)`. */
+  /** The first line of `buildah version`, e.g. `Version:         1.28.2`. */
   version(): Promise<string>;
   /** `buildah bud`; resolves with the outcome, also when the build fails. */
   bud(build: BudOptions): Promise<BudResult>;
