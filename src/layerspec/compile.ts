@@ -1,5 +1,5 @@
 import type { ContainerConfig } from "../oci/image-config.ts";
-import type { BuildPlan, CopyOp, Owner, Stage, Step } from "../plan/plan.ts";
+import { type BuildPlan, type CopyOp, parseOwner, type Stage, type Step } from "../plan/plan.ts";
 import type { FileCopy, LayerSpec, SpecConfig } from "./spec.ts";
 
 /** The single stage a layer spec compiles to; its name is the plan's target. */
@@ -23,11 +23,6 @@ export function compileLayerSpec(spec: LayerSpec, timestamp: number): BuildPlan 
     (platform): Stage => ({ name: LAYERSPEC_STAGE, base, platform, steps, config }),
   );
   return { stages, target: LAYERSPEC_STAGE, platforms: spec.platforms, timestamp };
-}
-
-export function parseOwner(s: string): Owner {
-  const [user, group] = s.split(":", 2) as [string, string | undefined];
-  return group === undefined ? { user } : { user, group };
 }
 
 function copyOpOf(f: FileCopy): CopyOp {

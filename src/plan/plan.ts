@@ -34,6 +34,12 @@ export type CopyFrom = z.infer<typeof CopyFromSchema>;
 export const OwnerSchema = z.object({ user: z.string().min(1), group: z.string().min(1).optional() });
 export type Owner = z.infer<typeof OwnerSchema>;
 
+/** `user[:group]` as `--chown` and `USER` write it. */
+export function parseOwner(s: string): Owner {
+  const [user, group] = s.split(":", 2) as [string, string | undefined];
+  return group === undefined ? { user } : { user, group };
+}
+
 export const CopyOpSchema = z.object({
   from: CopyFromSchema,
   /** Source paths relative to `from`'s root; may hold wildcards (Dockerfile semantics). */
@@ -129,12 +135,19 @@ export const StageSchema = z.object({
   base: StageBaseSchema,
   /** `os/arch[/variant]` this stage builds for. */
   platform: z.string(),
+  /**
+   * The build platform (one of the plan's `platforms`) this stage belongs to, when it differs from `platform`
+   * (a Dockerfile `FROM --platform=...`): stages are built and looked up per build platform.
+   */
+  buildFor: z.string().optional(),
   steps: z.array(StepSchema),
   /**
    * Config changes the stage's instructions make, merged over the base image's config: fields present here
    * replace the base's, `Env` entries replace or add by name, `Labels`/`ExposedPorts`/`Volumes` merge.
    */
   config: ContainerConfigSchema.default({}),
+  /** The image's `author` (Dockerfile MAINTAINER). */
+  author: z.string().optional(),
 });
 export type Stage = z.infer<typeof StageSchema>;
 
