@@ -1,9 +1,13 @@
-import { InvalidInputError } from "../errors.ts";
+import { mkdtemp } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { DockerfileError, InvalidInputError } from "../errors.ts";
 import type { BuildContext } from "../executor/context.ts";
-import { buildFileOnlyStage, type LayerWriter } from "../executor/file-stage.ts";
+import { buildFileOnlyStage, type LayerWriter, type SourceRoots } from "../executor/file-stage.ts";
+import { ImageRoots } from "../executor/image-rootfs.ts";
 import type { Image } from "../oci/image.ts";
 import { type Platform, parsePlatform } from "../oci/platform.ts";
-import type { BuildPlan, Stage } from "../plan/plan.ts";
+import type { BuildPlan, Stage, Step } from "../plan/plan.ts";
 
 /** Finds a base image (a registry reference or `oci:DIR[:REF]`) for a platform. */
 export type BaseResolver = (image: string, platform: Platform) => Promise<Image>;
@@ -13,29 +17,86 @@ export interface PlatformResult {
   readonly image: Image;
 }
 
-/** Builds a plan's target for each of its platforms, stages in plan order. */
+export interface LocalBuildOptions {
+  /** Step errors say `Dockerfile:LINE:`; a plan from a Dockerfile sets it. */
+  readonly dockerfile?: boolean;
+  /** Where the roots of `COPY --from` stages and images are unpacked (a temporary folder by default). */
+  readonly workDir?: string;
+}
+
+/**
+ * Builds a plan's target for each of its platforms, stages in plan order (dependencies first). A plan
+ * with RUN is refused before anything is built: this runner executes file-only steps.
+ */
 export async function buildPlanLocally(
   plan: BuildPlan,
   context: BuildContext,
   resolveBase: BaseResolver,
   writeLayer: LayerWriter,
+  options: LocalBuildOptions = {},
 ): Promise<PlatformResult[]> {
+  refuseRun(plan);
   // RFC 3339 without fractional seconds, as Go tools write it.
   const created = new Date(plan.timestamp * 1000).toISOString().replace(/\.\d{3}Z$/, "Z");
-  const results: PlatformResult[] = [];
-  for (const platformName of plan.platforms) {
-    const platform = parsePlatform(platformName);
-    const built = new Map<string, Image>();
-    for (const stage of plan.stages.filter((s) => s.platform === platformName)) {
-      const base = await baseOf(stage, platform, built, resolveBase);
-      built.set(stage.name, await buildFileOnlyStage(stage, { base, context, writeLayer, created }));
+  const roots = new ImageRoots(options.workDir ?? (await mkdtemp(join(tmpdir(), "kiln-roots-"))));
+  try {
+    const results: PlatformResult[] = [];
+    for (const platformName of plan.platforms) {
+      const platform = parsePlatform(platformName);
+      const built = new Map<string, Image>();
+      for (const stage of plan.stages.filter((s) => (s.buildFor ?? s.platform) === platformName)) {
+        const stagePlatform = parsePlatform(stage.platform);
+        const base = await baseOf(stage, stagePlatform, built, resolveBase);
+        const sourceRoots: SourceRoots = async (from) => {
+          if (from.kind === "image") {
+            return roots.root(
+              `image ${from.image} (${stage.platform})`,
+              await resolveBase(from.image, stagePlatform),
+            );
+          }
+          const img = built.get(from.stage);
+          if (img === undefined)
+            throw new InvalidInputError(
+              `stage ${stage.name} copies from stage ${from.stage}, which is not built yet`,
+            );
+          return roots.root(`stage ${from.stage} (${platformName})`, img);
+        };
+        const image = await buildFileOnlyStage(stage, {
+          base,
+          context,
+          writeLayer,
+          created,
+          sourceRoots,
+          ...(options.dockerfile !== undefined ? { dockerfile: options.dockerfile } : {}),
+        });
+        built.set(stage.name, image);
+      }
+      const image = built.get(plan.target);
+      if (image === undefined)
+        throw new InvalidInputError(`target stage ${plan.target} was not built for ${platformName}`);
+      results.push({ platform, image });
     }
-    const image = built.get(plan.target);
-    if (image === undefined)
-      throw new InvalidInputError(`target stage ${plan.target} was not built for ${platformName}`);
-    results.push({ platform, image });
+    return results;
+  } finally {
+    await roots.close();
   }
-  return results;
+}
+
+/** The RUN step with the lowest line in the plan's stages, if any. */
+export function firstRun(plan: BuildPlan): Step | undefined {
+  const runs = plan.stages.flatMap((s) => s.steps.filter((step) => step.kind === "run"));
+  if (runs.length === 0) return undefined;
+  return runs.reduce((a, b) => ((b.line ?? Infinity) < (a.line ?? Infinity) ? b : a));
+}
+
+/** The first RUN of the stages to build (by line) is an error until stages run in containers. */
+function refuseRun(plan: BuildPlan): void {
+  const first = firstRun(plan);
+  if (first === undefined) return;
+  throw new DockerfileError(
+    first.line,
+    "RUN needs a container: this build runs file-only steps (COPY, ADD, WORKDIR and config), and RUN is not supported yet",
+  );
 }
 
 async function baseOf(

@@ -1,19 +1,22 @@
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileLayerWriter } from "../build/layer-writer.ts";
 import type { BaseResolver, PlatformResult } from "../build/local-build.ts";
 import { buildPlanLocally } from "../build/local-build.ts";
 import type { Config } from "../config.ts";
+import { compileDockerfile } from "../dockerfile/compile.ts";
 import { InvalidInputError } from "../errors.ts";
 import { BuildContext } from "../executor/context.ts";
 import { compileLayerSpec } from "../layerspec/compile.ts";
 import { loadLayerSpec } from "../layerspec/load.ts";
 import type { Logger } from "../log.ts";
 import type { Descriptor } from "../oci/descriptor.ts";
+import type { Image } from "../oci/image.ts";
 import { resolveImage, writeImage, writeIndex } from "../oci/layout.ts";
-import { formatPlatform } from "../oci/platform.ts";
+import { formatPlatform, parsePlatform } from "../oci/platform.ts";
 import { parseReference } from "../oci/reference.ts";
+import type { BuildPlan } from "../plan/plan.ts";
 import { createRegistryClient, type RegistryClient } from "../registry/client.ts";
 import { parseMirrors } from "../registry/mirrors.ts";
 import { pullImage } from "../registry/pull.ts";
@@ -26,8 +29,6 @@ export async function runBuild(args: readonly string[], config: Config, log: Log
   if (opts.outputs.length === 0 && opts.push.length === 0) {
     throw new InvalidInputError("nothing to do: give --output oci:DIR[:REF] and/or --push REF");
   }
-  const plan = await compile(opts);
-  const context = BuildContext.open(opts.context);
   const scratch = await mkdtemp(join(tmpdir(), "kiln-build-"));
   let registry: RegistryClient | undefined;
   const registryClient = async (): Promise<RegistryClient> => {
@@ -39,21 +40,32 @@ export async function runBuild(args: readonly string[], config: Config, log: Log
     });
     return registry;
   };
-  const resolveBase: BaseResolver = async (image, platform) => {
-    const layout = /^oci:([^:]+)(?::(.+))?$/.exec(image);
-    if (layout) return resolveImage(layout[1]!, layout[2], platform);
-    return pullImage(parseReference(image), await registryClient(), {
-      platform,
-      blobDir: join(scratch, "blobs"),
-    });
+  // Images are pulled once per reference and platform: the compiler reads their configs, the build their layers.
+  const pulled = new Map<string, Promise<Image>>();
+  const resolveBase: BaseResolver = (image, platform) => {
+    const key = `${image}\0${formatPlatform(platform)}`;
+    let found = pulled.get(key);
+    if (found === undefined) {
+      const layout = /^oci:([^:]+)(?::(.+))?$/.exec(image);
+      found = layout
+        ? resolveImage(layout[1]!, layout[2], platform)
+        : registryClient().then((reg) =>
+            pullImage(parseReference(image), reg, { platform, blobDir: join(scratch, "blobs") }),
+          );
+      pulled.set(key, found);
+    }
+    return found;
   };
   try {
+    const plan = await compile(opts, resolveBase);
+    const context = BuildContext.open(opts.context);
     const started = performance.now();
     const results = await buildPlanLocally(
       plan,
       context,
       resolveBase,
       fileLayerWriter(join(scratch, "layers"), plan.timestamp),
+      { dockerfile: opts.dockerfile !== undefined, workDir: join(scratch, "roots") },
     );
     log.info(
       {
@@ -91,11 +103,17 @@ export async function runBuild(args: readonly string[], config: Config, log: Log
   }
 }
 
-async function compile(opts: BuildOptions) {
-  if (opts.spec === undefined) {
-    throw new InvalidInputError("Dockerfile builds (-f) are not available yet; use --spec");
+async function compile(opts: BuildOptions, resolveBase: BaseResolver): Promise<BuildPlan> {
+  if (opts.dockerfile !== undefined) {
+    return compileDockerfile(await readFile(opts.dockerfile, "utf8"), {
+      buildArgs: opts.buildArgs,
+      ...(opts.target !== undefined ? { target: opts.target } : {}),
+      platforms: opts.platforms,
+      timestamp: opts.timestamp ?? 0,
+      resolveImageConfig: async (ref, platform) => (await resolveBase(ref, parsePlatform(platform))).config,
+    });
   }
-  const spec = await loadLayerSpec(opts.spec);
+  const spec = await loadLayerSpec(opts.spec!);
   const withPlatforms = opts.platforms.length > 0 ? { ...spec, platforms: [...opts.platforms] } : spec;
   return compileLayerSpec(withPlatforms, opts.timestamp ?? 0);
 }

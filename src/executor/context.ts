@@ -2,9 +2,7 @@ import { existsSync, lstatSync, readdirSync, readFileSync, readlinkSync, type St
 import { join } from "node:path";
 import dockerignore from "@balena/dockerignore";
 import { InvalidInputError, NotFoundError } from "../errors.ts";
-import { resolveInRoot } from "../oci/root-path.ts";
-
-const ROOT_NAME = "the build context";
+import { type EscapePolicy, resolveInRoot } from "../oci/root-path.ts";
 
 /** A file or directory of the build context, by its path relative to the context root. */
 export interface ContextFile {
@@ -12,19 +10,42 @@ export interface ContextFile {
   readonly stats: Stats;
 }
 
+/** A path a COPY source names, resolved; `name` is its last component as written (a symlink's own name). */
+export interface SourceMatch {
+  readonly path: string;
+  readonly name: string;
+}
+
+/** How a root other than the build context is read: a stage's or an image's unpacked file system. */
+export interface RootOptions {
+  /** `strict` (the context: nothing may lead out) or `scoped` (an image: `/` and `..` stop at the root). */
+  readonly policy?: EscapePolicy;
+  /** Copies keep the files' uid and gid (between stages) instead of making them 0:0 (the context). */
+  readonly keepOwners?: boolean;
+  /** How errors name the root. */
+  readonly name?: string;
+}
+
 /**
  * The build context on disk. Every path a build names is resolved strictly inside it (no `..` above the
- * root, no symlink leading out), and paths excluded by .dockerignore do not exist for the build.
+ * root, no symlink leading out), and paths excluded by .dockerignore do not exist for the build. A stage's
+ * or image's root file system is read the same way, with the image's own symlink rules.
  */
 export class BuildContext {
   readonly root: string;
+  readonly keepOwners: boolean;
   readonly #ignore: Matcher;
   readonly #hasExceptions: boolean;
+  readonly #policy: EscapePolicy;
+  readonly #name: string;
 
-  constructor(root: string, ignorePatterns: readonly string[] = []) {
+  constructor(root: string, ignorePatterns: readonly string[] = [], options: RootOptions = {}) {
     const stats = statOrUndefined(root);
     if (!stats?.isDirectory()) throw new NotFoundError(`build context ${root} is not a directory`);
     this.root = root;
+    this.keepOwners = options.keepOwners ?? false;
+    this.#policy = options.policy ?? "strict";
+    this.#name = options.name ?? "the build context";
     this.#ignore = newMatcher(ignorePatterns);
     this.#hasExceptions = ignorePatterns.some((p) => p.trim().startsWith("!"));
   }
@@ -46,7 +67,7 @@ export class BuildContext {
 
   /** Resolves a source path strictly inside the context, following symlinks it names. */
   resolve(path: string): string {
-    return resolveInRoot(path, this.readlink, "strict", true, ROOT_NAME);
+    return resolveInRoot(path, this.readlink, this.#policy, true, this.#name);
   }
 
   lstat(rel: string): Stats | undefined {
@@ -59,31 +80,44 @@ export class BuildContext {
    * (Go filepath.Match per component, as Docker). Missing sources are an error that names them.
    */
   match(source: string): string[] {
+    return this.matchNamed(source).map((m) => m.path);
+  }
+
+  /** As match, with each match's name as written, which a symlink source keeps at its destination. */
+  matchNamed(source: string): SourceMatch[] {
+    const nameOf = (p: string): string =>
+      p
+        .split("/")
+        .filter((c) => c !== "" && c !== ".")
+        .at(-1) ?? "";
     if (!hasWildcard(source)) {
       const rel = this.resolve(source);
-      if (this.lstat(rel) === undefined) throw new NotFoundError(`${source}: not found in ${ROOT_NAME}`);
-      return [rel];
+      if (this.lstat(rel) === undefined) throw new NotFoundError(`${source}: not found in ${this.#name}`);
+      const name = nameOf(source);
+      return [{ path: rel, name: name === ".." ? nameOf(rel) : name }];
     }
     const parts = source.split("/").filter((c) => c !== "" && c !== ".");
-    let candidates = [""];
+    let candidates: SourceMatch[] = [{ path: "", name: "" }];
     for (const part of parts) {
-      const next: string[] = [];
-      for (const dir of candidates) {
+      const next: SourceMatch[] = [];
+      for (const { path: dir } of candidates) {
         if (!hasWildcard(part)) {
           const rel = this.resolve(dir === "" ? part : `${dir}/${part}`);
-          if (this.lstat(rel) !== undefined) next.push(rel);
+          if (this.lstat(rel) !== undefined) next.push({ path: rel, name: part });
           continue;
         }
         const re = globComponentRegExp(part);
         const dirRel = this.resolve(dir);
         for (const name of this.readdir(dirRel)) {
-          if (re.test(name)) next.push(this.resolve(dirRel === "" ? name : `${dirRel}/${name}`));
+          if (re.test(name))
+            next.push({ path: this.resolve(dirRel === "" ? name : `${dirRel}/${name}`), name });
         }
       }
       candidates = next;
     }
-    if (candidates.length === 0) throw new NotFoundError(`${source}: no file in ${ROOT_NAME} matches`);
-    return [...new Set(candidates)].sort();
+    if (candidates.length === 0) throw new NotFoundError(`${source}: no file in ${this.#name} matches`);
+    const unique = new Map(candidates.map((c) => [c.path, c]));
+    return [...unique.values()].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
   }
 
   /** Names in a context directory, sorted, ignored entries left out. */

@@ -1,34 +1,51 @@
-import { basename, join } from "node:path";
+import { join, posix } from "node:path";
+import { Readable } from "node:stream";
 import { InvalidInputError } from "../errors.ts";
 import type { EntryType, LayerEntry } from "../oci/layer-entry.ts";
 import type { CopyOp } from "../plan/plan.ts";
-import type { BuildContext, ContextFile } from "./context.ts";
+import { readArchive } from "./archive.ts";
+import type { BuildContext, ContextFile, SourceMatch } from "./context.ts";
 import type { ImageTree } from "./image-tree.ts";
 
+type Ids = { readonly uid: number; readonly gid: number };
+const ROOT_OWNED: Ids = { uid: 0, gid: 0 };
+
 /**
- * Plans a COPY from the build context with Docker's rules: a directory source copies its contents, a file
- * lands in a destination directory when the destination ends in `/`, already is a directory in the image,
- * or several sources are given; destinations resolve through the image's own symlinks; missing parents
- * are created owned by the `--chown` owner; symlinks inside copied directories stay symlinks and hardlinks
- * stay hardlinks. Ownership is `--chown` or 0:0 and never the context's.
+ * Plans a COPY from a root — the build context, or a stage's or image's file system — with Docker's
+ * rules: a directory source copies its contents, a file lands in a destination directory when the
+ * destination ends in `/`, already is a directory in the image, or several sources are given; a symlink
+ * named as a source is followed and keeps its own name; destinations resolve through the image's own
+ * symlinks; missing parents are created owned by the `--chown` owner; symlinks inside copied directories
+ * stay symlinks and hardlinks stay hardlinks. Ownership is `--chown`, else the source's between stages
+ * and 0:0 from the context.
  */
 export function planContextCopy(op: CopyOp, ctx: BuildContext, tree: ImageTree, workdir = "/"): LayerEntry[] {
-  const owner = op.chown ? tree.resolveOwner(op.chown.user, op.chown.group) : { uid: 0, gid: 0 };
+  const sources = op.sources.flatMap((s) => ctx.matchNamed(s));
+  return planMatches(op, sources, ctx, tree, workdir);
+}
+
+function planMatches(
+  op: CopyOp,
+  sources: readonly SourceMatch[],
+  ctx: BuildContext,
+  tree: ImageTree,
+  workdir: string,
+): LayerEntry[] {
+  const chown = chownOf(op, tree);
   const chmod = op.chmod !== undefined ? Number.parseInt(op.chmod, 8) : undefined;
-  const sources = op.sources.flatMap((s) => ctx.match(s));
-  const destAbs = op.dest.startsWith("/") ? op.dest : join(workdir, op.dest);
-  const destResolved = tree.resolve(destAbs);
-  const destIsDir = op.dest.endsWith("/") || op.dest.endsWith("/.") || tree.get(destResolved)?.type === "dir";
+  const { resolved: destResolved, isDir: destIsDir } = destinationOf(op, tree, workdir);
   if (sources.length > 1 && !destIsDir && op.sources.length > 1) {
     throw new InvalidInputError(
       `when copying several sources the destination must be a directory and end with a / (got ${op.dest})`,
     );
   }
+  const parentOwner = chown ?? ROOT_OWNED;
   const entries = new Map<string, LayerEntry>();
   const inodes = new Map<string, string>();
   const add = (path: string, f: ContextFile): void => {
     const st = f.stats;
     const type = nodeType(st);
+    const owner = chown ?? (ctx.keepOwners ? { uid: st.uid, gid: st.gid } : ROOT_OWNED);
     const key = `${st.dev}:${st.ino}`;
     const first = type === "file" && st.nlink > 1 ? inodes.get(key) : undefined;
     const mode = chmod ?? st.mode & 0o7777;
@@ -45,33 +62,143 @@ export function planContextCopy(op: CopyOp, ctx: BuildContext, tree: ImageTree, 
       size: type === "file" ? st.size : 0,
       ...(type === "symlink" ? { linkTarget: ctx.readlink(f.path)! } : {}),
       ...(type === "file" ? { content: join(ctx.root, f.path) } : {}),
+      ...(type === "char" || type === "block"
+        ? { devMajor: Math.floor(st.rdev / 256), devMinor: st.rdev % 256 }
+        : {}),
     });
   };
 
-  for (const src of sources) {
+  for (const { path: src, name } of sources) {
     const files = ctx.walk(src, op.exclude);
     const top = files[0];
     if (top === undefined) continue; // excluded as a whole
+    const under = op.parents ? childPath(destResolved, src) : destResolved;
     if (top.stats.isDirectory()) {
-      addParents(entries, tree, destResolved, owner, true);
-      if (destResolved !== "") add(destResolved, top);
+      addParents(entries, tree, under, parentOwner, true);
+      if (under !== "") add(under, top);
       for (const f of files.slice(1))
-        add(childPath(destResolved, f.path.slice(src.length + (src === "" ? 0 : 1))), f);
+        add(childPath(under, f.path.slice(src.length + (src === "" ? 0 : 1))), f);
     } else {
-      const target = destIsDir || sources.length > 1 ? childPath(destResolved, basename(src)) : destResolved;
-      addParents(entries, tree, target, owner, false);
+      const target = op.parents
+        ? under
+        : destIsDir || sources.length > 1
+          ? childPath(destResolved, name)
+          : destResolved;
+      addParents(entries, tree, target, parentOwner, false);
       add(target, top);
     }
   }
   return [...entries.values()].sort((a, b) => compareBytes(a.path, b.path));
 }
 
-/** Adds the directories above `path` that the image lacks, owned by the copy's owner, mode 0755. */
+/**
+ * ADD from the context: each source that is a tar archive by its content (plain, gzip, bzip2, xz, zstd) is
+ * unpacked into the destination directory, its entries keeping their modes, owners and links (`--chown`
+ * does not apply to them); every other source is copied as COPY would.
+ */
+export async function planAddCopy(
+  op: CopyOp,
+  ctx: BuildContext,
+  tree: ImageTree,
+  workdir = "/",
+): Promise<LayerEntry[]> {
+  const sources = op.sources.flatMap((s) => ctx.matchNamed(s));
+  if (!op.extract) return planMatches(op, sources, ctx, tree, workdir);
+  const plain: SourceMatch[] = [];
+  const entries = new Map<string, LayerEntry>();
+  for (const m of sources) {
+    const archive = ctx.lstat(m.path)?.isFile() ? await readArchive(join(ctx.root, m.path)) : undefined;
+    if (archive === undefined) {
+      plain.push(m);
+      continue;
+    }
+    const dest = tree.resolve(posix.resolve(workdir, op.dest));
+    addParents(entries, tree, dest, ROOT_OWNED, true);
+    const placed = new Map<string, string>();
+    for (const e of archive) {
+      const parent = tree.resolve(posix.dirname(`/${childPath(dest, e.path)}`));
+      const path = childPath(parent, posix.basename(e.path));
+      placed.set(e.path, path);
+      addParents(entries, tree, path, ROOT_OWNED, false);
+      const { content, linkTarget, ...attrs } = e;
+      entries.set(path, {
+        ...attrs,
+        path,
+        size: content?.length ?? 0,
+        ...(content !== undefined ? { content: () => Readable.from([content]) } : {}),
+        ...(linkTarget !== undefined
+          ? { linkTarget: e.type === "hardlink" ? (placed.get(linkTarget) ?? linkTarget) : linkTarget }
+          : {}),
+      });
+    }
+  }
+  if (plain.length > 0) {
+    for (const e of planMatches(op, plain, ctx, tree, workdir)) entries.set(e.path, e);
+  }
+  return [...entries.values()].sort((a, b) => compareBytes(a.path, b.path));
+}
+
+/** A file whose bytes the build holds (a heredoc, a download): named `name` inside a directory destination. */
+export interface BytesFile {
+  readonly name: string;
+  readonly content: Buffer;
+  /** Mode before `--chmod`. */
+  readonly mode: number;
+}
+
+/** Plans files given as bytes, with the destination rules of a COPY of files named `name`. */
+export function planBytesCopy(
+  op: CopyOp,
+  files: readonly BytesFile[],
+  tree: ImageTree,
+  workdir = "/",
+): LayerEntry[] {
+  const owner = chownOf(op, tree) ?? ROOT_OWNED;
+  const chmod = op.chmod !== undefined ? Number.parseInt(op.chmod, 8) : undefined;
+  const { resolved, isDir } = destinationOf(op, tree, workdir);
+  const entries = new Map<string, LayerEntry>();
+  for (const f of files) {
+    const path = isDir || files.length > 1 ? childPath(resolved, f.name) : resolved;
+    addParents(entries, tree, path, owner, false);
+    const content = f.content;
+    entries.set(path, {
+      path,
+      type: "file",
+      mode: chmod ?? f.mode,
+      ...owner,
+      size: content.length,
+      content: () => Readable.from([content]),
+    });
+  }
+  return [...entries.values()].sort((a, b) => compareBytes(a.path, b.path));
+}
+
+/**
+ * The directories WORKDIR creates: every missing component of `path` (resolved through the image's
+ * symlinks), mode 0755, owned by the stage's USER at that point.
+ */
+export function planMkdir(path: string, owner: Ids, tree: ImageTree): LayerEntry[] {
+  const entries = new Map<string, LayerEntry>();
+  addParents(entries, tree, tree.resolve(path), owner, true);
+  return [...entries.values()];
+}
+
+function chownOf(op: CopyOp, tree: ImageTree): Ids | undefined {
+  return op.chown ? tree.resolveOwner(op.chown.user, op.chown.group) : undefined;
+}
+
+function destinationOf(op: CopyOp, tree: ImageTree, workdir: string): { resolved: string; isDir: boolean } {
+  const resolved = tree.resolve(posix.resolve(workdir, op.dest));
+  const isDir = op.dest.endsWith("/") || op.dest.endsWith("/.") || tree.get(resolved)?.type === "dir";
+  return { resolved, isDir };
+}
+
+/** Adds the directories above `path` that the image lacks, owned by `owner`, mode 0755. */
 function addParents(
   entries: Map<string, LayerEntry>,
   tree: ImageTree,
   path: string,
-  owner: { uid: number; gid: number },
+  owner: Ids,
   inclusive: boolean,
 ): void {
   const parts = path.split("/").filter((p) => p !== "");

@@ -6,7 +6,8 @@ import type { Layer } from "../oci/image.ts";
 import type { EntryType } from "../oci/layer-entry.ts";
 import { ImageTree } from "./image-tree.ts";
 
-const ENTRY_TYPES: Readonly<Record<string, EntryType>> = {
+/** tar-stream's header types as layer entry types; other types (PAX, GNU) carry no path. */
+export const ENTRY_TYPES: Readonly<Record<string, EntryType>> = {
   file: "file",
   "contiguous-file": "file",
   directory: "dir",

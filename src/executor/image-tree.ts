@@ -36,8 +36,14 @@ export class ImageTree {
   apply(path: string, node: TreeNode, content?: string): void {
     const p = layerPath(path);
     const wh = parseWhiteout(p);
-    if (wh?.kind === "opaque") return this.#removeBelow(wh.dir);
-    if (wh?.kind === "whiteout") return this.remove(wh.target);
+    if (wh?.kind === "opaque") {
+      this.#removeBelow(wh.dir);
+      return;
+    }
+    if (wh?.kind === "whiteout") {
+      this.remove(wh.target);
+      return;
+    }
     const prev = this.#nodes.get(p);
     if (prev?.type === "dir" && node.type !== "dir") this.#removeBelow(p);
     this.#nodes.set(p, node);
@@ -65,26 +71,33 @@ export class ImageTree {
     return KEPT_FILES.has(layerPath(path));
   }
 
-  /** Resolves `--chown` / `USER` words to numeric ids through the image's /etc/passwd and /etc/group. */
+  /**
+   * Resolves `--chown` / `USER` words to numeric ids through the image's /etc/passwd and /etc/group, as
+   * BuildKit does: a user name without a group takes the user's primary group, a number alone means uid:uid.
+   */
   resolveOwner(user: string, group?: string): { uid: number; gid: number } {
-    const uid = /^\d+$/.test(user) ? Number(user) : this.#lookup("etc/passwd", user, "user");
-    // Docker: a user without a group (name or number) uses the same numeric id as the group.
-    const gid =
-      group === undefined
-        ? uid
-        : /^\d+$/.test(group)
-          ? Number(group)
-          : this.#lookup("etc/group", group, "group");
+    let uid: number;
+    let primary: number;
+    if (/^\d+$/.test(user)) {
+      uid = Number(user);
+      primary = uid;
+    } else {
+      const fields = this.#lookup("etc/passwd", user, "user");
+      uid = Number(fields[2]);
+      primary = /^\d+$/.test(fields[3] ?? "") ? Number(fields[3]) : uid;
+    }
+    if (group === undefined) return { uid, gid: primary };
+    const gid = /^\d+$/.test(group) ? Number(group) : Number(this.#lookup("etc/group", group, "group")[2]);
     return { uid, gid };
   }
 
-  #lookup(file: string, name: string, what: string): number {
+  #lookup(file: string, name: string, what: string): string[] {
     const text = this.#content.get(file);
     if (text === undefined)
       throw new InvalidInputError(`unable to find ${what} ${name}: no /${file} in the image`);
     for (const line of text.split("\n")) {
       const fields = line.split(":");
-      if (fields[0] === name && fields[2] !== undefined && /^\d+$/.test(fields[2])) return Number(fields[2]);
+      if (fields[0] === name && fields[2] !== undefined && /^\d+$/.test(fields[2])) return fields;
     }
     throw new InvalidInputError(`unable to find ${what} ${name} in /${file} of the image`);
   }

@@ -77,7 +77,7 @@ test("a directory source copies its contents; parents are created; links stay li
   ]);
 });
 
-test("--chown resolves names through the image; a user alone means uid:uid; --chmod applies to all", (t) => {
+test("--chown resolves names through the image; a user name alone takes its primary group; --chmod applies to all", (t) => {
   const root = context();
   t.after(() => rmSync(root, { recursive: true }));
   const ctx = new BuildContext(root);
@@ -86,7 +86,7 @@ test("--chown resolves names through the image; a user alone means uid:uid; --ch
     summary(
       planContextCopy(op({ sources: ["run.sh"], dest: "/app/", chown: { user: "myuser" } }), ctx, tree),
     ),
-    ["app/run.sh file 755 1001:1001"],
+    ["app/run.sh file 755 1001:100"],
   );
   assert.deepEqual(
     summary(
