@@ -17,6 +17,8 @@ service_cidr=10.124.0.0/24
 api_service_ip=10.124.0.1
 registry="$gateway:5000"
 node_name=kiln-node
+# kubelet's cgroup root in every hierarchy: pods' cgroups live below it, down removes it.
+cgroup_root=kiln-test-cluster
 # Marks the iptables rules up adds itself, so down removes exactly those.
 rule_comment=kiln-test-cluster
 
@@ -66,3 +68,9 @@ wait_for() { # seconds what log-name command...
     sleep 0.5
   done
 }
+
+# What down compares against the record up takes before it changes anything.
+snapshot_links() { ip -o link show | sed 's/^[0-9]*: //; s/ state .*//' | sort; }
+snapshot_iptables() { { iptables-save; ip6tables-save; } | { grep -E '^(\*|-A)' || true; } | sort; }
+snapshot_nft_tables() { { nft list tables 2>/dev/null || true; } | sort; }
+snapshot_mounts() { awk '{print $5}' /proc/self/mountinfo | sort; }
