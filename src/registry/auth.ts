@@ -93,10 +93,10 @@ export class Authenticator {
       await this.#fetchToken(host, state, scopes, asked);
       return true;
     }
-    if (challenges.some((c) => c.scheme === "basic") && this.#credentials(host)?.username !== undefined) {
-      const known = this.#hosts.get(host)?.kind === "basic";
+    const basic = basicHeader(this.#credentials(host));
+    if (challenges.some((c) => c.scheme === "basic") && basic !== undefined) {
       this.#hosts.set(host, { kind: "basic" });
-      return !known;
+      return basic !== rejected;
     }
     return false;
   }

@@ -233,6 +233,8 @@ export interface TokenIssuer {
   readonly issuer: string;
   readonly rootCertBundle: string;
   readonly requests: TokenRequestRecord[];
+  /** Every token handed out, for asserting none of them leaks. */
+  readonly issued: string[];
   readonly options: TokenIssuerOptions;
   close(): Promise<void>;
 }
@@ -256,6 +258,7 @@ export async function startTokenIssuer(options: TokenIssuerOptions): Promise<Tok
   );
   const issuer = "kiln-test-issuer";
   const requests: TokenRequestRecord[] = [];
+  const issued: string[] = [];
   const expected = `Basic ${Buffer.from(`${options.username}:${options.password}`).toString("base64")}`;
 
   const server: Server = createServer((req, res) => {
@@ -302,6 +305,7 @@ export async function startTokenIssuer(options: TokenIssuerOptions): Promise<Tok
       const b64 = (v: unknown) => Buffer.from(JSON.stringify(v)).toString("base64url");
       const signingInput = `${b64({ typ: "JWT", alg: "RS256", x5c: [certDer.toString("base64")] })}.${b64(claims)}`;
       const jwt = `${signingInput}.${sign("sha256", Buffer.from(signingInput), key).toString("base64url")}`;
+      issued.push(jwt);
       res.writeHead(200, { "content-type": "application/json" });
       res.end(
         JSON.stringify({
@@ -319,6 +323,7 @@ export async function startTokenIssuer(options: TokenIssuerOptions): Promise<Tok
     issuer,
     rootCertBundle: certFile,
     requests,
+    issued,
     options,
     close: async () => {
       server.closeAllConnections();

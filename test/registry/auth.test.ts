@@ -197,6 +197,31 @@ describe("registry with token auth", () => {
     }
   });
 
+  test("tokens and passwords stay out of debug logs and error messages", async () => {
+    const sink = logSink();
+    const reg = await createRegistryClient({
+      insecure: [registry.host],
+      credentials: credentials(),
+      logger: createLogger("debug", sink.stream),
+      retry: { attempts: 2, baseDelayMs: 1 },
+    });
+    try {
+      await pushImage(image, parseReference(`${registry.host}/team/logged:v1`), reg);
+      const err = await reg
+        .getManifest(parseReference(`${registry.host}/team/logged:missing`))
+        .catch((e) => e);
+      assert.ok(err instanceof RegistryError);
+      assert.equal(err.status, 404);
+      const everything = `${describeError(err)} ${err.stack} ${JSON.stringify(err)} ${sink.text()}`;
+      assert.ok(issuer.issued.length > 0);
+      for (const secret of [PASSWORD, ...issuer.issued]) {
+        assert.equal(everything.includes(secret), false, "a secret reached a log or an error");
+      }
+    } finally {
+      await reg.close();
+    }
+  });
+
   test("`access_token` answers work; a cached token is reused until it expires, then renewed", async () => {
     issuer.options.field = "access_token";
     issuer.options.expiresIn = 2;

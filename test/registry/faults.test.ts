@@ -152,6 +152,31 @@ describe("pushes and pulls through a misbehaving proxy", () => {
     }
   });
 
+  test("blob HEADs answering 401 count as unknown: every blob is uploaded and the push completes", async () => {
+    const { proxy, reg } = await through();
+    proxy.rules.push({
+      method: "HEAD",
+      path: /\/blobs\//,
+      times: 1000,
+      action: { kind: "status", status: 401 },
+    });
+    try {
+      const image = bigImage();
+      const desc = await pushImage(image, parseReference(`${proxy.host}/faults/head-401:v1`), reg);
+      assert.equal(
+        proxy.log.filter((r) => r.method === "HEAD" && r.status === 401).length,
+        image.layers.length + 1,
+      );
+      assert.equal(
+        proxy.log.filter((r) => r.method === "PUT" && /\/blobs\/uploads\//.test(r.path)).length,
+        4,
+      );
+      assert.equal(await readBack("faults/head-401:v1"), desc.digest);
+    } finally {
+      await reg.close();
+    }
+  });
+
   test("relative Locations and answers without Docker-Content-Digest still push what skopeo reads", async () => {
     const { proxy, reg } = await through({ relativeLocations: true, stripDigestHeader: true });
     try {
