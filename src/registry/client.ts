@@ -1,9 +1,10 @@
+import { createHash } from "node:crypto";
 import { type Readable, Transform } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
 import { DigestMismatchError, isTemporary } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { Descriptor } from "../oci/descriptor.ts";
-import { type Digest, isDigest, sha256 } from "../oci/digest.ts";
+import { type Digest, digestAlgorithm, isDigest, sha256 } from "../oci/digest.ts";
 import type { Blob } from "../oci/image.ts";
 import {
   type ImageIndex,
@@ -125,8 +126,10 @@ export class RegistryClient {
       const bytes = await readCapped(res, MAX_MANIFEST_BYTES);
       const digest = sha256(bytes);
       const expected = ref.digest ?? header(res, "docker-content-digest");
-      if (expected !== undefined && isDigest(expected) && expected !== digest) {
-        throw new DigestMismatchError(`manifest ${ep.repository}@${id}`, expected, digest);
+      if (expected !== undefined && isDigest(expected)) {
+        const actual = `${digestAlgorithm(expected)}:${createHash(digestAlgorithm(expected)).update(bytes).digest("hex")}`;
+        if (actual !== expected)
+          throw new DigestMismatchError(`manifest ${ep.repository}@${id}`, expected, actual);
       }
       return parseManifest(bytes, digest, header(res, "content-type"), `${ep.repository}@${id}`);
     });
@@ -149,7 +152,10 @@ export class RegistryClient {
     return res.status === 200;
   }
 
-  /** A verified-on-read stream is the caller's job (see pull.ts); this follows redirects and mirrors. */
+  /**
+   * The blob's bytes, following redirects and mirrors. Not verified here: the caller hashes while it
+   * reads (pull.ts writes to a temporary file and keeps it only on a matching digest).
+   */
   async fetchBlob(ref: RepositoryRef, digest: Digest): Promise<Readable> {
     return this.#fromEndpoints(ref, async (ep) => {
       const url = `${this.#base(ep.host)}/v2/${ep.repository}/blobs/${digest}`;
