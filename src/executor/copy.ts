@@ -74,8 +74,9 @@ function planMatches(
     if (top === undefined) continue; // excluded as a whole
     const under = op.parents ? childPath(destResolved, src) : destResolved;
     if (top.stats.isDirectory()) {
+      // Only the contents are copied: a missing destination is made 0755 for the --chown owner, as
+      // BuildKit's copy creates it, and an existing one keeps its own mode and owner.
       addParents(entries, tree, under, parentOwner, true);
-      if (under !== "") add(under, top);
       for (const f of files.slice(1))
         add(childPath(under, f.path.slice(src.length + (src === "" ? 0 : 1))), f);
     } else {
