@@ -34,6 +34,7 @@ export async function runBuild(args: readonly string[], config: Config, log: Log
   const registryClient = async (): Promise<RegistryClient> => {
     registry ??= await createRegistryClient({
       insecure: opts.insecureRegistries,
+      caFiles: opts.caFiles,
       mirrors: parseMirrors(opts.mirrors),
       ...(opts.authfile !== undefined ? { authfile: opts.authfile } : {}),
       logger: log,

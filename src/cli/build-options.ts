@@ -17,6 +17,7 @@ export interface BuildOptions {
   readonly insecureRegistries: readonly string[];
   readonly mirrors: readonly string[];
   readonly authfile?: string;
+  readonly caFiles: readonly string[];
   readonly timestamp?: number;
 }
 
@@ -33,6 +34,7 @@ export const BUILD_USAGE = `usage: kiln build (--spec FILE | -f Dockerfile) [opt
   --insecure-registry HOST    use plain HTTP for HOST (repeatable)
   --registry-mirror FROM=TO   pull FROM's images through the mirror TO (repeatable)
   --authfile FILE             registry credentials (a .dockerconfigjson / config.json)
+  --ca-file FILE              trust this CA bundle for registries, besides the system's (repeatable)
   --timestamp SECONDS         file mtimes and creation time (default: SOURCE_DATE_EPOCH or 0)`;
 
 /** Parses `kiln build` arguments into options; bad input is an InvalidInputError that says what to fix. */
@@ -66,6 +68,7 @@ export function parseBuildOptions(args: readonly string[], sourceDateEpoch?: num
     insecureRegistries: values["insecure-registry"] ?? [],
     mirrors: values["registry-mirror"] ?? [],
     ...(values.authfile !== undefined ? { authfile: values.authfile } : {}),
+    caFiles: values["ca-file"] ?? [],
     ...(timestamp !== undefined ? { timestamp } : {}),
   };
 }
@@ -87,6 +90,7 @@ function parse(args: readonly string[]) {
       "insecure-registry": { type: "string", multiple: true },
       "registry-mirror": { type: "string", multiple: true },
       authfile: { type: "string" },
+      "ca-file": { type: "string", multiple: true },
       timestamp: { type: "string" },
     },
   });
