@@ -2,13 +2,17 @@ import { parseArgs } from "node:util";
 import { writeCrd } from "./api/crd.ts";
 import { runBuild } from "./cli/build-command.ts";
 import { loadConfig } from "./config.ts";
+import { runControllerCommand } from "./controller/controller-command.ts";
 import { describeError, InvalidInputError, KilnError } from "./errors.ts";
 import { createLogger } from "./log.ts";
+import { runStageCommand } from "./pusher/stage-command.ts";
 
 const USAGE = `usage: kiln <command> [options]
 
 commands:
   build       build an image locally from a layer spec or a Dockerfile
+  controller  reconcile ImageBuilds into build pods (kubeconfig or in-cluster config)
+  stage       run one unit of a build inside its pod: stage build | push | index
   crd         write the ImageBuild CustomResourceDefinition (--output DIR, default crds)
   version     print kiln's version`;
 
@@ -21,6 +25,14 @@ async function main(argv: readonly string[]): Promise<number> {
     case "build": {
       const config = loadConfig();
       return runBuild(rest, config, createLogger(config.LOG_LEVEL, process.stderr, "text"));
+    }
+    case "controller": {
+      const config = loadConfig();
+      return runControllerCommand(rest, createLogger(config.LOG_LEVEL));
+    }
+    case "stage": {
+      const config = loadConfig();
+      return runStageCommand(rest, createLogger(config.LOG_LEVEL));
     }
     case "crd":
       return crdCommand(rest);

@@ -13,7 +13,8 @@ const MAY_IMPORT: Record<string, readonly string[]> = {
   layerspec: ["oci", "plan"],
   api: ["oci", "plan", "layerspec"],
   executor: ["oci", "plan", "registry"],
-  pusher: ["oci", "plan", "registry"],
+  // A file-only stage pod runs the executor and the pusher from one command (src/pusher/stage-command.ts).
+  pusher: ["oci", "plan", "registry", "api", "executor", "build"],
   build: ["oci", "plan", "registry", "dockerfile", "layerspec", "executor", "pusher"],
   cli: [
     "oci",

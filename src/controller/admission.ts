@@ -1,0 +1,67 @@
+/**
+ * Global and per-namespace limits on builds running at once. A build is admitted when it starts and stays
+ * admitted until it finishes or goes away; builds already running when the controller starts (they have
+ * pods) are admitted whatever the limits, so a restart never stalls them. Builds turned away wait in
+ * arrival order and are handed back, as many as slots were freed, when one is released.
+ */
+export class Admission {
+  readonly #maxGlobal: number;
+  readonly #maxPerNamespace: number;
+  readonly #active = new Map<string, string>();
+  readonly #perNamespace = new Map<string, number>();
+  readonly #waiting = new Set<string>();
+
+  constructor(maxGlobal: number, maxPerNamespace: number) {
+    this.#maxGlobal = maxGlobal;
+    this.#maxPerNamespace = maxPerNamespace;
+  }
+
+  get active(): number {
+    return this.#active.size;
+  }
+
+  get waiting(): number {
+    return this.#waiting.size;
+  }
+
+  /** Whether `key` may run now; `running` says it already has pods. */
+  admit(key: string, namespace: string, running: boolean): boolean {
+    if (this.#active.has(key)) return true;
+    const inNamespace = this.#perNamespace.get(namespace) ?? 0;
+    const full = this.#active.size >= this.#maxGlobal || inNamespace >= this.#maxPerNamespace;
+    // Earlier arrivals go first: a newcomer waits while others wait, unless it is already running.
+    const overtaking = this.#waiting.size > 0 && !this.#isNext(key);
+    if (!running && (full || overtaking)) {
+      this.#waiting.add(key);
+      return false;
+    }
+    this.#waiting.delete(key);
+    this.#active.set(key, namespace);
+    this.#perNamespace.set(namespace, inNamespace + 1);
+    return true;
+  }
+
+  /** Frees the slot of `key`; returns the waiting keys to look at again. */
+  release(key: string): string[] {
+    this.#waiting.delete(key);
+    const namespace = this.#active.get(key);
+    if (namespace === undefined) return [];
+    this.#active.delete(key);
+    const n = (this.#perNamespace.get(namespace) ?? 1) - 1;
+    if (n === 0) this.#perNamespace.delete(namespace);
+    else this.#perNamespace.set(namespace, n);
+    const free = Math.max(1, this.#maxGlobal - this.#active.size);
+    return [...this.#waiting].slice(0, free);
+  }
+
+  #isNext(key: string): boolean {
+    // A waiter blocked only by its namespace's limit must not hold back other namespaces: any of the
+    // first few waiters may go.
+    let i = 0;
+    for (const k of this.#waiting) {
+      if (k === key) return true;
+      if (++i >= Math.max(1, this.#maxGlobal - this.#active.size)) return false;
+    }
+    return false;
+  }
+}

@@ -1,0 +1,105 @@
+import { randomBytes } from "node:crypto";
+import { hostname } from "node:os";
+import { parseArgs } from "node:util";
+import { KubeConfig } from "@kubernetes/client-node";
+import { InvalidInputError } from "../errors.ts";
+import type { Logger } from "../log.ts";
+import { Controller, type ControllerOptions } from "./controller.ts";
+
+const USAGE = `usage: kiln controller --builder-image IMAGE [--kubeconfig FILE] [--namespace NS] [--workers N]
+       [--max-builds N] [--max-builds-per-namespace N] [--max-attempts N] [--port PORT]
+       [--lease-namespace NS] [--lease-name NAME] [--no-leader-election] [--service-account NAME]`;
+
+const positive = (name: string, v: string | undefined, dflt: number): number => {
+  if (v === undefined) return dflt;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0)
+    throw new InvalidInputError(`--${name} must be a whole number, got ${v}`);
+  return n;
+};
+
+/** Parses `kiln controller` flags. The kubeconfig is the flag's file, or in-cluster config / KUBECONFIG. */
+export function parseControllerArgs(args: readonly string[]): {
+  kubeconfig?: string;
+  options: ControllerOptions;
+} {
+  let v: Record<string, string | boolean | undefined>;
+  try {
+    v = parseArgs({
+      args: [...args],
+      options: {
+        "builder-image": { type: "string" },
+        kubeconfig: { type: "string" },
+        namespace: { type: "string" },
+        workers: { type: "string" },
+        "max-builds": { type: "string" },
+        "max-builds-per-namespace": { type: "string" },
+        "max-attempts": { type: "string" },
+        port: { type: "string" },
+        "lease-namespace": { type: "string" },
+        "lease-name": { type: "string" },
+        "no-leader-election": { type: "boolean" },
+        "service-account": { type: "string" },
+        "image-pull-policy": { type: "string" },
+      },
+    }).values;
+  } catch (err) {
+    throw new InvalidInputError(`${(err as Error).message}\n${USAGE}`, { cause: err });
+  }
+  const image = v["builder-image"] as string | undefined;
+  if (image === undefined) throw new InvalidInputError(`--builder-image is required\n${USAGE}`);
+  const pullPolicy = v["image-pull-policy"] as string | undefined;
+  if (pullPolicy !== undefined && !["Always", "IfNotPresent", "Never"].includes(pullPolicy))
+    throw new InvalidInputError("--image-pull-policy must be Always, IfNotPresent or Never");
+  const maxBuilds = positive("max-builds", v["max-builds"] as string | undefined, 100);
+  const options: ControllerOptions = {
+    builder: {
+      image,
+      ...(pullPolicy !== undefined ? { imagePullPolicy: pullPolicy as "Always" } : {}),
+      ...(v["service-account"] !== undefined ? { serviceAccountName: v["service-account"] as string } : {}),
+    },
+    ...(v.namespace !== undefined ? { namespace: v.namespace as string } : {}),
+    workers: Math.max(1, positive("workers", v.workers as string | undefined, 4)),
+    maxConcurrentBuilds: maxBuilds,
+    maxConcurrentBuildsPerNamespace: positive(
+      "max-builds-per-namespace",
+      v["max-builds-per-namespace"] as string | undefined,
+      maxBuilds,
+    ),
+    maxAttempts: Math.max(1, positive("max-attempts", v["max-attempts"] as string | undefined, 4)),
+    port: positive("port", v.port as string | undefined, 8080),
+    ...(v["no-leader-election"]
+      ? {}
+      : {
+          leaderElection: {
+            namespace:
+              (v["lease-namespace"] as string | undefined) ??
+              (v.namespace as string | undefined) ??
+              "default",
+            name: (v["lease-name"] as string | undefined) ?? "kiln-controller",
+            identity: `${hostname()}_${randomBytes(4).toString("hex")}`,
+          },
+        }),
+  };
+  return { ...(v.kubeconfig !== undefined ? { kubeconfig: v.kubeconfig as string } : {}), options };
+}
+
+/** `kiln controller`: runs until SIGTERM/SIGINT (graceful stop, exit 0) or lost leadership (exit 1). */
+export async function runControllerCommand(args: readonly string[], log: Logger): Promise<number> {
+  const { kubeconfig, options } = parseControllerArgs(args);
+  const kc = new KubeConfig();
+  if (kubeconfig !== undefined) kc.loadFromFile(kubeconfig);
+  else kc.loadFromDefault();
+  const controller = new Controller(kc, options, log);
+  const done = Promise.withResolvers<number>();
+  controller.onLostLeadership = () => done.resolve(1);
+  for (const signal of ["SIGTERM", "SIGINT"] as const) process.once(signal, () => done.resolve(0));
+  await controller.start();
+  log.info(
+    { port: controller.address.port, leaderElection: options.leaderElection?.identity ?? false },
+    "Controller started",
+  );
+  const code = await done.promise;
+  await controller.stop();
+  return code;
+}

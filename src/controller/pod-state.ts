@@ -1,0 +1,131 @@
+import type { V1ContainerStatus, V1Pod } from "@kubernetes/client-node";
+import { parseStageResult, type StageFailure, type StageResult } from "../api/stage-result.ts";
+
+/**
+ * What a build pod says about its unit of work, read from its status alone. Failures are split into the
+ * user's (the same input fails the same way: report at once) and the cluster's (eviction, a lost node, a
+ * registry that answered 5xx: run the unit again).
+ */
+export type PodState =
+  | { readonly kind: "running"; readonly startTime: string | undefined }
+  | {
+      readonly kind: "succeeded";
+      readonly result: StageResult;
+      readonly startTime: string | undefined;
+      readonly completionTime: string | undefined;
+    }
+  | {
+      readonly kind: "failed";
+      readonly failure: StageFailure;
+      /** The cluster's fault: run the unit again (up to the retry limit). */
+      readonly transient: boolean;
+      /** The failed container, when the log may tell more than the result did. */
+      readonly container: string | undefined;
+      readonly result: StageResult | undefined;
+      readonly startTime: string | undefined;
+      readonly completionTime: string | undefined;
+    };
+
+/** StageResult failure reasons the pods write for errors that may pass when repeated. */
+export const TRANSIENT_REASONS: ReadonlySet<string> = new Set(["RegistryUnavailable"]);
+/** Pod status reasons the kubelet and the node lifecycle give pods they stopped for their own reasons. */
+const DISRUPTED_POD_REASONS = new Set([
+  "Evicted",
+  "NodeLost",
+  "Shutdown",
+  "Terminated",
+  "NodeAffinity",
+  "UnexpectedAdmissionError",
+]);
+
+/** JSON times arrive as strings; client-node's types call them Date. */
+export function timeOf(t: Date | string | undefined): string | undefined {
+  if (t === undefined) return undefined;
+  return new Date(t).toISOString().replace(/\.\d{3}Z$/, "Z");
+}
+
+export function podState(pod: V1Pod): PodState {
+  const status = pod.status ?? {};
+  const startTime = timeOf(status.startTime) ?? timeOf(pod.metadata?.creationTimestamp);
+  const containers = [...(status.initContainerStatuses ?? []), ...(status.containerStatuses ?? [])];
+  const finishedAt = latest(containers);
+  const disrupted =
+    DISRUPTED_POD_REASONS.has(status.reason ?? "") ||
+    (status.conditions ?? []).some((c) => c.type === "DisruptionTarget" && c.status === "True");
+  if (status.phase === "Succeeded") {
+    const pusher = (status.containerStatuses ?? []).find((c) => c.name === "pusher");
+    const message = pusher?.state?.terminated?.message;
+    const result = message !== undefined ? tryParse(message) : undefined;
+    if (result?.digest !== undefined)
+      return { kind: "succeeded", result, startTime, completionTime: finishedAt };
+    return {
+      kind: "failed",
+      failure: {
+        reason: "InvalidResult",
+        message: `the pusher ended without a stage result: ${message ?? "(none)"}`,
+      },
+      transient: false,
+      container: "pusher",
+      result: undefined,
+      startTime,
+      completionTime: finishedAt,
+    };
+  }
+  if (status.phase !== "Failed") {
+    // A pod deleted by someone else, or a node shutting down, ends like an eviction.
+    if (pod.metadata?.deletionTimestamp !== undefined)
+      return failed({ reason: "PodDeleted", message: `pod ${pod.metadata.name} was deleted` }, true);
+    return { kind: "running", startTime };
+  }
+  const broken = containers.find((c) => (c.state?.terminated?.exitCode ?? 0) !== 0);
+  const message = broken?.state?.terminated?.message;
+  const result = message !== undefined ? tryParse(message) : undefined;
+  if (result?.failure !== undefined)
+    return failed(result.failure, TRANSIENT_REASONS.has(result.failure.reason), broken, result);
+  if (disrupted || broken === undefined) {
+    const why = status.message ?? status.reason ?? "the pod failed without a container failing";
+    return failed({ reason: status.reason ?? "PodFailed", message: why }, true);
+  }
+  const t = broken.state?.terminated;
+  return failed(
+    {
+      reason: t?.reason === "OOMKilled" ? "OutOfMemory" : "ContainerFailed",
+      message: `container ${broken.name} exited ${t?.exitCode}${t?.reason ? ` (${t.reason})` : ""}`,
+    },
+    false,
+    broken,
+  );
+
+  function failed(
+    failure: StageFailure,
+    transient: boolean,
+    container?: V1ContainerStatus,
+    res?: StageResult,
+  ): PodState {
+    return {
+      kind: "failed",
+      failure,
+      transient,
+      container: container?.name,
+      result: res,
+      startTime,
+      completionTime: finishedAt,
+    };
+  }
+}
+
+function tryParse(message: string): StageResult | undefined {
+  try {
+    return parseStageResult(message);
+  } catch {
+    return undefined;
+  }
+}
+
+function latest(containers: readonly V1ContainerStatus[]): string | undefined {
+  const times = containers
+    .map((c) => timeOf(c.state?.terminated?.finishedAt))
+    .filter((t): t is string => t !== undefined)
+    .sort();
+  return times.at(-1);
+}

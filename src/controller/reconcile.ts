@@ -1,0 +1,213 @@
+import type { V1Pod } from "@kubernetes/client-node";
+import { type ImageBuild, ImageBuildSchema, Phase } from "../api/image-build.ts";
+import { isConflict, type KubeClient } from "../kube/client.ts";
+import {
+  createPod,
+  deletePod,
+  type EventSource,
+  patchMetadata,
+  readPodLog,
+  recordEvent,
+  writeStatus,
+} from "../kube/resources.ts";
+import type { Logger } from "../log.ts";
+import type { Admission } from "./admission.ts";
+import { type Attempts, type DecideOptions, decide, isFinished } from "./build-decision.ts";
+import { compilePlan } from "./compile-plan.ts";
+import type { Metrics } from "./metrics.ts";
+import { Annotation, FINALIZER, Label } from "./names.ts";
+import { podState } from "./pod-state.ts";
+
+export type Request = { readonly namespace: string; readonly name: string };
+export type Result = { readonly requeueAfterMs?: number; readonly wake?: readonly string[] };
+
+/**
+ * Pods this controller created or deleted that its cache has not shown yet. Without them a reconcile that
+ * runs before the watch delivers its own write would count a missing pod as lost (and retry it) or a
+ * deleted one as still there.
+ */
+export class Expectations {
+  readonly #created = new Map<string, number>();
+  readonly #ttlMs: number;
+  constructor(ttlMs = 60_000) {
+    this.#ttlMs = ttlMs;
+  }
+  created(key: string): void {
+    this.#created.set(key, Date.now() + this.#ttlMs);
+  }
+  /** The cache showed the pod (or showed it gone). */
+  observed(key: string): void {
+    this.#created.delete(key);
+  }
+  pending(key: string): boolean {
+    const until = this.#created.get(key);
+    if (until === undefined) return false;
+    if (until > Date.now()) return true;
+    this.#created.delete(key);
+    return false;
+  }
+}
+
+export interface ReconcileDeps {
+  readonly client: KubeClient;
+  /** The ImageBuild informer's cache: objects as the API server sent them, parsed here. */
+  readonly imageBuilds: { get(name: string, namespace: string): unknown };
+  /** Pods of one ImageBuild (by uid), from the pod informer's cache. */
+  readonly podsOf: (uid: string) => readonly V1Pod[];
+  readonly admission: Admission;
+  readonly expectations: Expectations;
+  readonly decide: DecideOptions;
+  readonly events: EventSource;
+  readonly metrics: Metrics;
+  readonly log: Logger;
+  readonly now: () => Date;
+}
+
+const QUEUED_RECHECK_MS = 30_000;
+
+/** Reads the world for one ImageBuild and converges it (STYLE R6); the key is the only input. */
+export async function reconcile(req: Request, deps: ReconcileDeps): Promise<Result> {
+  const key = `${req.namespace}/${req.name}`;
+  const raw = deps.imageBuilds.get(req.name, req.namespace);
+  if (raw === undefined) return { wake: deps.admission.release(key) };
+  const parsed = ImageBuildSchema.safeParse(raw);
+  // The API server validated it; a failed parse means a newer schema wrote it. Leave it alone.
+  if (!parsed.success) {
+    deps.log.warn({ err: parsed.error }, "ImageBuild does not match the schema; skipping");
+    return {};
+  }
+  let ib = parsed.data;
+  const uid = ib.metadata.uid ?? "";
+  const generation = ib.metadata.generation ?? 0;
+  const namespace = req.namespace;
+  const allPods = deps.podsOf(uid);
+  const finalizers = ib.metadata.finalizers ?? [];
+
+  if (ib.metadata.deletionTimestamp !== undefined) {
+    await Promise.all(
+      allPods
+        .filter((p) => p.metadata?.deletionTimestamp === undefined)
+        .map((p) => deletePod(deps.client, namespace, p.metadata!.name!)),
+    );
+    if (allPods.length === 0 && finalizers.includes(FINALIZER)) {
+      await patchMetadata(deps.client, ib, { finalizers: finalizers.filter((f) => f !== FINALIZER) });
+      deps.log.info("Removed finalizer");
+    }
+    return { wake: deps.admission.release(key) };
+  }
+
+  const current = new Map<string, V1Pod>();
+  const stale: string[] = [];
+  for (const p of allPods) {
+    const name = p.metadata?.name ?? "";
+    if (p.metadata?.labels?.[Label.Generation] === String(generation)) current.set(name, p);
+    else if (p.metadata?.deletionTimestamp === undefined) stale.push(name);
+  }
+  if (isFinished(ib.status, generation)) {
+    const running = [...current.values()].filter((p) => podState(p).kind === "running");
+    if (stale.length === 0 && running.length === 0) return { wake: deps.admission.release(key) };
+  }
+
+  const plan = compilePlan(ib);
+  const running = [...current.values()].some((p) => podState(p).kind === "running");
+  const admitted = deps.admission.admit(key, namespace, running || current.size > 0);
+  const logs = new Map<string, string>();
+  if (!isFinished(ib.status, generation)) {
+    for (const [name, pod] of current) {
+      const s = podState(pod);
+      if (s.kind !== "failed" || s.transient || s.failure.log !== undefined || s.container === undefined)
+        continue;
+      try {
+        logs.set(name, await readPodLog(deps.client, namespace, name, s.container));
+      } catch (err) {
+        deps.log.warn({ err, pod: name }, "Failed to read pod log");
+      }
+    }
+  }
+  const pods = new Map(current);
+  const attempts = readAttempts(ib);
+  // Pods created moments ago that the cache has not delivered yet exist all the same.
+  for (const name of Object.keys(attempts)) {
+    if (!pods.has(name) && deps.expectations.pending(`${namespace}/${name}`))
+      pods.set(name, { metadata: { name, namespace }, status: { phase: "Pending" } });
+  }
+
+  const decision = decide(
+    { ib, plan, pods, stalePods: stale, attempts, admitted, logs, now: deps.now() },
+    deps.decide,
+  );
+
+  const needsFinalizer = !finalizers.includes(FINALIZER) && decision.create.length > 0;
+  if (decision.attempts !== undefined || needsFinalizer) {
+    try {
+      ib = {
+        ...ib,
+        metadata: (
+          await patchMetadata(deps.client, ib, {
+            ...(needsFinalizer ? { finalizers: [...finalizers, FINALIZER] } : {}),
+            annotations: { [Annotation.Attempts]: JSON.stringify(decision.attempts ?? attempts) },
+          })
+        ).metadata,
+      };
+    } catch (err) {
+      // Someone changed the ImageBuild since the cache read it; the watch brings the change and a new look.
+      if (isConflict(err)) return { requeueAfterMs: 100 };
+      throw err;
+    }
+  }
+  await Promise.all(
+    decision.create.map(async (pod) => {
+      const name = pod.metadata!.name!;
+      deps.expectations.created(`${namespace}/${name}`);
+      const outcome = await createPod(deps.client, pod);
+      deps.log.info({ pod: name, outcome }, outcome === "created" ? "Created Pod" : "Pod already exists");
+    }),
+  );
+  await Promise.all(
+    decision.delete.map(async (name) => {
+      await deletePod(deps.client, namespace, name);
+      deps.log.info({ pod: name }, "Deleted Pod");
+    }),
+  );
+  const wrote = await writeStatus(deps.client, ib, decision.status);
+  if (wrote) deps.log.debug({ phase: decision.status.phase }, "Wrote status");
+  for (const e of decision.events) {
+    try {
+      await recordEvent(deps.client, deps.events, ib, e.type, e.reason, e.message, deps.now());
+    } catch (err) {
+      deps.log.warn({ err, reason: e.reason }, "Failed to record event");
+    }
+  }
+  const phase = decision.status.phase;
+  if (phase === Phase.Succeeded || phase === Phase.Failed) {
+    if (ib.status?.phase !== phase)
+      recordFinished(deps, decision.status.startTime, phase, decision.status.failure?.message);
+    return { wake: deps.admission.release(key) };
+  }
+  if (phase === Phase.Pending) return { requeueAfterMs: QUEUED_RECHECK_MS };
+  return decision.requeueAfterMs !== undefined ? { requeueAfterMs: decision.requeueAfterMs } : {};
+}
+
+function recordFinished(
+  deps: ReconcileDeps,
+  startTime: string | undefined,
+  phase: Phase,
+  why: string | undefined,
+) {
+  const result = phase === Phase.Succeeded ? "succeeded" : "failed";
+  deps.metrics.builds.inc({ result });
+  if (startTime !== undefined)
+    deps.metrics.buildDuration.observe({ result }, (deps.now().getTime() - Date.parse(startTime)) / 1000);
+  if (phase === Phase.Failed) deps.log.info({ failure: why }, "Build failed");
+  else deps.log.info("Build succeeded");
+}
+
+function readAttempts(ib: ImageBuild): Attempts {
+  const text = ib.metadata.annotations?.[Annotation.Attempts];
+  if (text === undefined) return {};
+  try {
+    return JSON.parse(text) as Attempts;
+  } catch {
+    return {}; // a hand-edited annotation: count from zero again
+  }
+}

@@ -1,0 +1,141 @@
+import { randomBytes } from "node:crypto";
+import { isDeepStrictEqual } from "node:util";
+import type { V1Pod } from "@kubernetes/client-node";
+import {
+  API_GROUP,
+  API_VERSION,
+  IMAGE_BUILD_KIND,
+  IMAGE_BUILD_PLURAL,
+  type ImageBuild,
+  type ImageBuildStatus,
+} from "../api/image-build.ts";
+import { isConflict, isNotFound, type KubeClient, PatchType } from "./client.ts";
+
+/** The API paths and writes the controller uses; each is one request, errors as KubeApiError. */
+
+export function imageBuildsPath(namespace?: string): string {
+  const ns = namespace !== undefined ? `/namespaces/${namespace}` : "";
+  return `/apis/${API_GROUP}/${API_VERSION}${ns}/${IMAGE_BUILD_PLURAL}`;
+}
+
+export function podsPath(namespace?: string): string {
+  return namespace !== undefined ? `/api/v1/namespaces/${namespace}/pods` : "/api/v1/pods";
+}
+
+const ibPath = (ib: ImageBuild) => `${imageBuildsPath(ib.metadata.namespace)}/${ib.metadata.name}`;
+
+/**
+ * Writes `status` with a merge patch on the status subresource unless it equals what the ImageBuild holds
+ * (STYLE R8). Fields the new status lacks are removed (null in a merge patch). Returns whether it wrote.
+ */
+export async function writeStatus(
+  client: KubeClient,
+  ib: ImageBuild,
+  status: ImageBuildStatus,
+): Promise<boolean> {
+  const current = ib.status ?? {};
+  if (isDeepStrictEqual(current, status)) return false;
+  const patch: Record<string, unknown> = { ...status };
+  for (const k of Object.keys(current)) if (!(k in status)) patch[k] = null;
+  await client.request("PATCH", `${ibPath(ib)}/status`, {
+    body: { status: patch },
+    contentType: PatchType.Merge,
+  });
+  return true;
+}
+
+/**
+ * Sets finalizers and annotations, conditional on the resourceVersion read (a merge patch carrying
+ * metadata.resourceVersion fails with 409 when the object changed). Returns the updated ImageBuild.
+ */
+export async function patchMetadata(
+  client: KubeClient,
+  ib: ImageBuild,
+  change: { finalizers?: string[]; annotations?: Record<string, string | null> },
+): Promise<ImageBuild> {
+  return client.request<ImageBuild>("PATCH", ibPath(ib), {
+    body: { metadata: { resourceVersion: ib.metadata.resourceVersion, ...change } },
+    contentType: PatchType.Merge,
+  });
+}
+
+/** Creates a pod; a pod of that name already there (409) is the same pod made by an earlier reconcile. */
+export async function createPod(client: KubeClient, pod: V1Pod): Promise<"created" | "exists"> {
+  try {
+    await client.request("POST", podsPath(pod.metadata?.namespace), { body: pod });
+    return "created";
+  } catch (err) {
+    if (isConflict(err)) return "exists";
+    throw err;
+  }
+}
+
+/** Deletes a pod in the background; one already gone is fine. */
+export async function deletePod(client: KubeClient, namespace: string, name: string): Promise<void> {
+  try {
+    await client.request("DELETE", `${podsPath(namespace)}/${name}`, {
+      body: { apiVersion: "v1", kind: "DeleteOptions", propagationPolicy: "Background" },
+    });
+  } catch (err) {
+    if (!isNotFound(err)) throw err;
+  }
+}
+
+/** The last lines a container wrote, for a failure's log snippet. */
+export async function readPodLog(
+  client: KubeClient,
+  namespace: string,
+  name: string,
+  container: string,
+  tailLines = 20,
+): Promise<string> {
+  return client.request<string>("GET", `${podsPath(namespace)}/${name}/log`, {
+    query: { container, tailLines: String(tailLines), limitBytes: "4096" },
+    text: true,
+  });
+}
+
+export interface EventSource {
+  readonly component: string;
+  readonly instance: string;
+}
+
+/** Records a core/v1 Event about the ImageBuild, as `kubectl describe` shows them. */
+export async function recordEvent(
+  client: KubeClient,
+  source: EventSource,
+  ib: ImageBuild,
+  type: "Normal" | "Warning",
+  reason: string,
+  message: string,
+  now: Date,
+): Promise<void> {
+  const namespace = ib.metadata.namespace ?? "default";
+  const time = now.toISOString();
+  await client.request("POST", `/api/v1/namespaces/${namespace}/events`, {
+    body: {
+      apiVersion: "v1",
+      kind: "Event",
+      metadata: { name: `${ib.metadata.name}.${randomBytes(8).toString("hex")}`, namespace },
+      involvedObject: {
+        apiVersion: `${API_GROUP}/${API_VERSION}`,
+        kind: IMAGE_BUILD_KIND,
+        name: ib.metadata.name,
+        namespace,
+        uid: ib.metadata.uid,
+        resourceVersion: ib.metadata.resourceVersion,
+      },
+      type,
+      reason,
+      message,
+      firstTimestamp: time,
+      lastTimestamp: time,
+      eventTime: time.replace(/Z$/, "000Z"),
+      count: 1,
+      action: reason,
+      source: { component: source.component },
+      reportingComponent: source.component,
+      reportingInstance: source.instance,
+    },
+  });
+}
