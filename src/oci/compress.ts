@@ -1,5 +1,4 @@
 import { availableParallelism } from "node:os";
-import { promisify } from "node:util";
 import zlib from "node:zlib";
 import type { Compression } from "./media-type.ts";
 
@@ -13,14 +12,24 @@ export interface ChunkCompressor {
   readonly chunkSize: number;
   /** Bytes before the first chunk's output. */
   readonly header: Buffer;
+  /** Called in chunk order; several calls may be under way at once. */
   compress(chunk: Buffer, last: boolean): Promise<Buffer>;
   /** Bytes after the last chunk's output. */
   trailer(): Buffer;
+  /** Frees native state; no compress() after it. */
+  close(): void;
 }
 
 /** gzip level 6, zstd level 3: the defaults of `gzip` and `zstd`. */
 export const GZIP_LEVEL = 6;
 export const ZSTD_LEVEL = 3;
+
+/**
+ * Chunks handed to the compressor and not yet written: enough that every core stays busy while one chunk
+ * is slow (a loaded node), and the main thread can hash ahead. The threadpool runs 4 at a time.
+ */
+export const MAX_IN_FLIGHT: number = 2 * availableParallelism() + 2;
+const THREADPOOL_SIZE = 4;
 
 const GZIP_CHUNK = 1 << 20;
 const ZSTD_CHUNK = 4 << 20;
@@ -32,8 +41,14 @@ const WINDOW = 32 * 1024;
  */
 const GZIP_HEADER = Buffer.from([0x1f, 0x8b, 0x08, 0x00, 0, 0, 0, 0, 0x00, 0x03]);
 
-const deflateRaw = promisify(zlib.deflateRaw);
-const zstdCompress = promisify(zlib.zstdCompress);
+/**
+ * Room for a chunk's whole compressed output (more than deflate's and zstd's worst-case bounds), so zlib
+ * finishes a chunk in one threadpool task instead of stopping every 16 KiB to hand output to the main
+ * thread, and the output arrives as one slice, not pieces to concatenate.
+ */
+function outputRoom(chunkSize: number): number {
+  return chunkSize + (chunkSize >> 7) + 64 * 1024;
+}
 
 /**
  * One gzip member made as pigz makes it: each chunk is deflated on its own, primed with the previous
@@ -52,10 +67,20 @@ export function gzipChunks(): ChunkCompressor {
       isize = (isize + chunk.length) % 2 ** 32;
       const dictionary = previous?.subarray(Math.max(0, previous.length - WINDOW));
       previous = chunk;
-      return deflateRaw(chunk, {
+      // zlib copies the dictionary here, so `previous` may be reused once this call returns
+      const deflate = zlib.createDeflateRaw({
         level: GZIP_LEVEL,
+        memLevel: 9, // zlib's fastest; about a tenth less time than gzip's 8 for 0.5% more bytes
+        chunkSize: outputRoom(GZIP_CHUNK),
         ...(dictionary ? { dictionary } : {}),
         finishFlush: last ? zlib.constants.Z_FINISH : zlib.constants.Z_SYNC_FLUSH,
+      });
+      return new Promise((resolve, reject) => {
+        const out: Buffer[] = [];
+        deflate.on("data", (b: Buffer) => out.push(b));
+        deflate.once("error", reject);
+        deflate.once("end", () => resolve(out.length === 1 ? out[0]! : Buffer.concat(out)));
+        deflate.end(chunk);
       });
     },
     trailer() {
@@ -64,25 +89,72 @@ export function gzipChunks(): ChunkCompressor {
       t.writeUInt32LE(isize, 4);
       return t;
     },
+    close() {},
   };
 }
 
 /**
- * One zstd frame per 4 MiB chunk, with content size and checksum. Concatenated frames are one valid zstd
- * stream (RFC 8878 §3.1); zstd's own multithreading is not used because Node's streaming zstd with
- * `nbWorkers` loses output at the end of the stream.
+ * One zstd frame (with checksum) per 4 MiB chunk; concatenated frames are one valid zstd stream (RFC 8878
+ * §3.1). Frames are made by a few long-lived compressors taking chunks in turn: a frame does not depend on
+ * the ones its compressor made before, and reusing the context saves setting up its tables every time.
+ * zstd's own multithreading is not used: Node's streaming zstd with `nbWorkers` loses output at the end.
  */
 export function zstdChunks(): ChunkCompressor {
-  const params = {
-    [zlib.constants.ZSTD_c_compressionLevel]: ZSTD_LEVEL,
-    [zlib.constants.ZSTD_c_checksumFlag]: 1,
-  };
+  const lanes = Array.from({ length: Math.min(MAX_IN_FLIGHT, THREADPOOL_SIZE) }, () => new ZstdLane());
+  let next = 0;
   return {
     chunkSize: ZSTD_CHUNK,
     header: Buffer.alloc(0),
-    compress: (chunk) => zstdCompress(chunk, { params }),
+    compress: (chunk) => lanes[next++ % lanes.length]!.frame(chunk),
     trailer: () => Buffer.alloc(0),
+    close: () => {
+      for (const lane of lanes) lane.close();
+    },
   };
+}
+
+class ZstdLane {
+  readonly #z = zlib.createZstdCompress({
+    params: {
+      [zlib.constants.ZSTD_c_compressionLevel]: ZSTD_LEVEL,
+      [zlib.constants.ZSTD_c_checksumFlag]: 1,
+    },
+    chunkSize: outputRoom(ZSTD_CHUNK),
+  });
+  readonly #out: Buffer[] = [];
+  #error: Error | undefined;
+  #fail: ((err: Error) => void) | undefined;
+  #queue: Promise<unknown> = Promise.resolve();
+
+  constructor() {
+    this.#z.on("data", (b: Buffer) => this.#out.push(b));
+    this.#z.on("error", (err: Error) => {
+      this.#error = err;
+      this.#fail?.(err);
+    });
+  }
+
+  /** Compresses one chunk into a whole frame, after the frames asked of this lane before it. */
+  frame(chunk: Buffer): Promise<Buffer> {
+    const done = this.#queue.then(
+      () =>
+        new Promise<Buffer>((resolve, reject) => {
+          if (this.#error) return reject(this.#error);
+          this.#fail = reject;
+          this.#z.write(chunk);
+          this.#z.flush(zlib.constants.ZSTD_e_end, () => {
+            const out = this.#out.splice(0);
+            resolve(out.length === 1 ? out[0]! : Buffer.concat(out));
+          });
+        }),
+    );
+    this.#queue = done.catch(() => {});
+    return done;
+  }
+
+  close(): void {
+    this.#z.close();
+  }
 }
 
 export function noCompression(): ChunkCompressor {
@@ -91,12 +163,10 @@ export function noCompression(): ChunkCompressor {
     header: Buffer.alloc(0),
     compress: (chunk) => Promise.resolve(chunk),
     trailer: () => Buffer.alloc(0),
+    close() {},
   };
 }
 
 export function chunkCompressor(c: Compression): ChunkCompressor {
   return c === "gzip" ? gzipChunks() : c === "zstd" ? zstdChunks() : noCompression();
 }
-
-/** Compressions running at once: enough to keep every core busy while the main thread makes the tar. */
-export const MAX_IN_FLIGHT: number = availableParallelism() + 1;

@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import fs from "node:fs";
 import type { Readable } from "node:stream";
+import { promisify } from "node:util";
 import { LayerError } from "../errors.ts";
 import { type ChunkCompressor, chunkCompressor, MAX_IN_FLIGHT } from "./compress.ts";
 import type { Digest } from "./digest.ts";
@@ -55,8 +56,8 @@ export async function writeLayer(
   const sorted = normalizeEntries(all, { addParents: options.addParents ?? false });
 
   const fd = fs.openSync(options.file, "w");
+  const out = new CompressedOutput(fd, chunkCompressor(compression));
   try {
-    const out = new CompressedOutput(fd, chunkCompressor(compression));
     const tar = new TarChunks(out);
     for (const e of sorted) await writeEntry(tar, e, options.mtime);
     await tar.write(END_OF_ARCHIVE);
@@ -73,6 +74,7 @@ export async function writeLayer(
       open: () => fs.createReadStream(file),
     };
   } finally {
+    await out.settle();
     fs.closeSync(fd);
   }
 }
@@ -128,7 +130,7 @@ class TarChunks {
 
   constructor(out: CompressedOutput) {
     this.#out = out;
-    this.#buf = Buffer.allocUnsafe(out.chunkSize);
+    this.#buf = out.take();
   }
 
   async write(bytes: Uint8Array): Promise<void> {
@@ -194,7 +196,7 @@ class TarChunks {
 
   async #emit(): Promise<void> {
     const full = this.#buf;
-    this.#buf = Buffer.allocUnsafe(full.length);
+    this.#buf = this.#out.take();
     this.#pos = 0;
     await this.#out.push(full);
   }
@@ -215,17 +217,21 @@ interface Sizes {
 }
 
 /**
- * Hashes the tar, compresses it chunk by chunk with up to MAX_IN_FLIGHT chunks at once, and writes and hashes
- * the compressed bytes in order. The newest chunk is held back until the next arrives, because only the
- * compressor's last call may finish the stream.
+ * Hashes the tar, compresses it chunk by chunk with up to MAX_IN_FLIGHT chunks at once, and hashes and
+ * writes the compressed bytes in order; writes run on the threadpool too. The newest chunk is held back
+ * until the next arrives, because only the compressor's last call may finish the stream. Chunk buffers are
+ * reused once their output is written: fresh 1–4 MiB buffers cost page faults and garbage collections.
  */
 class CompressedOutput {
   readonly #fd: number;
   readonly #c: ChunkCompressor;
   readonly #diffId = createHash("sha256");
   readonly #digest = createHash("sha256");
-  readonly #pending: Promise<Buffer>[] = [];
+  readonly #pending: Array<{ readonly input: Buffer; readonly output: Promise<Buffer> }> = [];
+  readonly #free: Buffer[] = [];
   #held: Buffer | undefined;
+  #writes: Promise<void> = Promise.resolve();
+  #queuedWrites = 0;
   #uncompressed = 0;
   #compressed = 0;
 
@@ -235,8 +241,9 @@ class CompressedOutput {
     this.#emit(c.header);
   }
 
-  get chunkSize(): number {
-    return this.#c.chunkSize;
+  /** An empty chunk buffer. */
+  take(): Buffer {
+    return this.#free.pop() ?? Buffer.allocUnsafe(this.#c.chunkSize);
   }
 
   async push(chunk: Buffer): Promise<void> {
@@ -251,6 +258,7 @@ class CompressedOutput {
     await this.#start(this.#held ?? Buffer.alloc(0), true);
     while (this.#pending.length > 0) await this.#writeOldest();
     this.#emit(this.#c.trailer());
+    await this.#writes;
     return {
       digest: digestOf(this.#digest),
       size: this.#compressed,
@@ -259,21 +267,43 @@ class CompressedOutput {
     };
   }
 
-  async #start(chunk: Buffer, last: boolean): Promise<void> {
-    const p = this.#c.compress(chunk, last);
-    p.catch(() => {}); // awaited in order by #writeOldest; this only keeps a later failure from going unhandled
-    this.#pending.push(p);
+  /** Waits for the writes under way, failed or not, so the file can be closed, and frees the compressor. */
+  async settle(): Promise<void> {
+    await Promise.allSettled(this.#pending.map((p) => p.output));
+    await this.#writes.catch(() => {});
+    this.#c.close();
+  }
+
+  async #start(input: Buffer, last: boolean): Promise<void> {
+    const output = this.#c.compress(input, last);
+    output.catch(() => {}); // awaited in order by #writeOldest; this only keeps a later failure from going unhandled
+    this.#pending.push({ input, output });
     while (this.#pending.length >= MAX_IN_FLIGHT) await this.#writeOldest();
   }
 
   async #writeOldest(): Promise<void> {
-    this.#emit(await this.#pending.shift()!);
+    const { input, output } = this.#pending.shift()!;
+    const reuse = input.length === this.#c.chunkSize && input.byteOffset === 0;
+    this.#emit(await output, reuse ? () => this.#free.push(input) : undefined);
+    if (this.#queuedWrites > MAX_IN_FLIGHT) await this.#writes;
   }
 
-  #emit(bytes: Buffer): void {
+  #emit(bytes: Buffer, written?: () => void): void {
     this.#digest.update(bytes);
     this.#compressed += bytes.length;
-    let off = 0;
-    while (off < bytes.length) off += fs.writeSync(this.#fd, bytes, off);
+    this.#queuedWrites++;
+    this.#writes = this.#writes.then(async () => {
+      let off = 0;
+      while (off < bytes.length) off += (await write(this.#fd, bytes, off)).bytesWritten;
+      this.#queuedWrites--;
+      written?.();
+    });
+    this.#writes.catch(() => {}); // finish() awaits it and throws
   }
 }
+
+const write = promisify(fs.write) as (
+  fd: number,
+  b: Buffer,
+  offset: number,
+) => Promise<{ bytesWritten: number }>;
