@@ -1,5 +1,4 @@
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
 import {
   chmodSync,
   existsSync,
@@ -16,22 +15,13 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { test } from "node:test";
 import { runCommand } from "../helpers/command.ts";
+import { REPO_ROOT, runKiln } from "../helpers/kiln-cli.ts";
 import { skopeo, skopeoInspect } from "../helpers/skopeo.ts";
 
-const ROOT = resolve(import.meta.dirname, "../..");
-const KILN = join(ROOT, "bin/kiln");
-const FLATTEN = join(ROOT, "test/helpers/flatten-image.py");
+const FLATTEN = join(REPO_ROOT, "test/helpers/flatten-image.py");
+const kiln = runKiln;
 
 type Listing = Record<string, [string, string, number, number, number, string, string]>;
-
-function kiln(args: string[], opts: { umask?: string; env?: Record<string, string> } = {}) {
-  const cmd = opts.umask ? `umask ${opts.umask} && exec "$0" "$@"` : `exec "$0" "$@"`;
-  const r = spawnSync("sh", ["-c", cmd, KILN, ...args], {
-    encoding: "utf8",
-    env: { ...process.env, ...opts.env },
-  });
-  return { code: r.status, stdout: r.stdout.trim(), stderr: r.stderr.trim() };
-}
 
 async function flatten(layout: string, ref: string, arch = "amd64"): Promise<Listing> {
   const dir = mkdtempSync(join(tmpdir(), "kiln-flat-"));
@@ -97,7 +87,7 @@ test("kiln build writes an image skopeo reads, with the tree and config the spec
   const ctx = makeContext(dir);
   writeFileSync(join(dir, "spec.yaml"), SPEC);
   const layout = join(dir, "layout");
-  const r = kiln([
+  const r = await kiln([
     "build",
     "--spec",
     join(dir, "spec.yaml"),
@@ -143,7 +133,7 @@ test("kiln build writes an image skopeo reads, with the tree and config the spec
       ]),
     ),
     {
-      etc: "dir 0o640 0:0 ", // --chmod applies to directories too, as in Docker
+      etc: "dir 0o755 0:0 ", // created for the copy: --chmod applies to what is copied, not to it
       "etc/issue": "file 0o640 0:0 ",
       "etc/motd": "file 0o640 0:0 ",
       opt: "dir 0o755 1000:2000 ",
@@ -168,16 +158,22 @@ test("the same tree gives the same digest whatever its mtimes, creation order an
   utimesSync(join(copy, "app/bin/tool"), new Date("2001-01-01"), new Date("2001-01-01"));
   utimesSync(join(copy, "etc"), new Date("2011-01-01"), new Date("2011-01-01"));
   writeFileSync(join(dir, "spec.yaml"), SPEC);
-  const a = kiln(["build", "--spec", join(dir, "spec.yaml"), "--output", `oci:${join(dir, "a")}:x`, ctx], {
-    umask: "022",
-  });
-  const b = kiln(["build", "--spec", join(dir, "spec.yaml"), "--output", `oci:${join(dir, "b")}:x`, copy], {
-    umask: "077",
-  });
+  const a = await kiln(
+    ["build", "--spec", join(dir, "spec.yaml"), "--output", `oci:${join(dir, "a")}:x`, ctx],
+    {
+      umask: "022",
+    },
+  );
+  const b = await kiln(
+    ["build", "--spec", join(dir, "spec.yaml"), "--output", `oci:${join(dir, "b")}:x`, copy],
+    {
+      umask: "077",
+    },
+  );
   assert.equal(a.code, 0, a.stderr);
   assert.equal(b.code, 0, b.stderr);
   assert.equal(a.stdout, b.stdout);
-  const c = kiln([
+  const c = await kiln([
     "build",
     "--spec",
     join(dir, "spec.yaml"),
@@ -199,14 +195,14 @@ test("a base from an OCI layout: deletes become whiteouts and the merged tree lo
   );
   const layout = join(dir, "layout");
   assert.equal(
-    kiln(["build", "--spec", join(dir, "base.yaml"), "--output", `oci:${layout}:base`, ctx]).code,
+    (await kiln(["build", "--spec", join(dir, "base.yaml"), "--output", `oci:${layout}:base`, ctx])).code,
     0,
   );
   writeFileSync(
     join(dir, "app.yaml"),
     `base: oci:${layout}:base\nlayers:\n  - delete: [/etc/motd, /opt/app/bin]\n  - files:\n      - { src: etc/issue, dest: /etc/issue.net }\n`,
   );
-  const r = kiln(["build", "--spec", join(dir, "app.yaml"), "--output", `oci:${layout}:app`, ctx]);
+  const r = await kiln(["build", "--spec", join(dir, "app.yaml"), "--output", `oci:${layout}:app`, ctx]);
   assert.equal(r.code, 0, r.stderr);
   const tree = await flatten(layout, "app");
   assert.deepEqual(
@@ -227,7 +223,7 @@ test("several platforms give an image index with one manifest each", async (t) =
     "platforms: [linux/amd64, linux/arm64, linux/arm/v7]\nlayers:\n  - files: [{ src: etc, dest: /etc }]\n",
   );
   const layout = join(dir, "layout");
-  const r = kiln(["build", "--spec", join(dir, "spec.yaml"), "--output", `oci:${layout}:multi`, ctx]);
+  const r = await kiln(["build", "--spec", join(dir, "spec.yaml"), "--output", `oci:${layout}:multi`, ctx]);
   assert.equal(r.code, 0, r.stderr);
   const index = JSON.parse(await skopeo("inspect", "--raw", `oci:${layout}:multi`));
   assert.equal(index.mediaType, "application/vnd.oci.image.index.v1+json");
@@ -266,13 +262,13 @@ test("bad input fails with one clear line and leaves no layout behind", async (t
   for (const [spec, message] of cases) {
     writeFileSync(join(dir, "spec.yaml"), spec);
     const layout = join(dir, "out");
-    const r = kiln(["build", "--spec", join(dir, "spec.yaml"), "--output", `oci:${layout}:x`, ctx]);
+    const r = await kiln(["build", "--spec", join(dir, "spec.yaml"), "--output", `oci:${layout}:x`, ctx]);
     assert.equal(r.code, 1, spec);
     assert.match(r.stderr, message);
     assert.match(r.stderr, /^kiln: /);
     assert.equal(existsSync(join(layout, "index.json")), false, `no index.json after: ${spec}`);
   }
-  const usage = kiln(["build", "--spec", join(dir, "spec.yaml"), ctx]);
+  const usage = await kiln(["build", "--spec", join(dir, "spec.yaml"), ctx]);
   assert.equal(usage.code, 1);
   assert.match(usage.stderr, /nothing to do: give --output/);
 });
