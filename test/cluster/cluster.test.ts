@@ -76,16 +76,49 @@ test("a pod from the local busybox image runs and its log is read through the AP
   assert.equal(await core.readNamespacedPodLog({ name: "echo", namespace }), `${value}\n`);
 });
 
-test("a pod reaches the API server through the kubernetes Service", async () => {
-  const command =
-    'wget -q -O - --no-check-certificate "https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT/version"';
+test("a pod reaches the API server through the kubernetes Service with its service-account token", async () => {
+  // What an in-cluster controller does: Service address from the environment, token from the projected volume.
+  const command = [
+    "wget -q -O - --no-check-certificate",
+    '--header "Authorization: Bearer $(cat /var/run/secrets/kubernetes.io/serviceaccount/token)"',
+    '--header "Content-Type: application/json"',
+    `--post-data '{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"}'`,
+    '"https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT/apis/authentication.k8s.io/v1/selfsubjectreviews"',
+  ].join(" ");
   await core.createNamespacedPod({ namespace, body: busyboxPod("service", command) });
   await waitFor("the service pod to finish", async () => {
     const p = await podPhase("service");
     return p === "Succeeded" || p === "Failed" ? p : undefined;
   });
   const log = await core.readNamespacedPodLog({ name: "service", namespace });
-  assert.equal(JSON.parse(log).gitVersion, pinned, log);
+  assert.equal(JSON.parse(log).status?.userInfo?.username, `system:serviceaccount:${namespace}:default`, log);
+});
+
+test("the registry holds the base images under their Docker Hub names", async () => {
+  const res = await fetch(`http://${env.KILN_TEST_REGISTRY}/v2/_catalog`);
+  assert.equal(res.status, 200);
+  const { repositories } = (await res.json()) as { repositories: string[] };
+  for (const repository of ["kiln/pause", "library/busybox", "library/debian", "library/gcc"]) {
+    assert.ok(repositories.includes(repository), `${repository} in ${repositories.join(", ")}`);
+  }
+});
+
+test("the gcc:bookworm image (Debian plus gcc) compiles and runs a C program", async () => {
+  const pod = busyboxPod(
+    "gcc",
+    "printf 'int main(void) { return 42; }' >/tmp/a.c && gcc -o /tmp/a /tmp/a.c; /tmp/a; echo $?; cat /etc/debian_version",
+  );
+  pod.spec!.containers[0]!.image = "gcc:bookworm";
+  await core.createNamespacedPod({ namespace, body: pod });
+  await waitFor("the gcc pod to finish", async () => {
+    const p = await podPhase("gcc");
+    return p === "Succeeded" || p === "Failed" ? p : undefined;
+  });
+  const [exit, debianVersion] = (await core.readNamespacedPodLog({ name: "gcc", namespace }))
+    .trim()
+    .split("\n");
+  assert.equal(exit, "42");
+  assert.match(debianVersion ?? "", /^12\.\d+$/);
 });
 
 test("a Deployment scales to 2 running pods and back to 1", async () => {
