@@ -2,6 +2,8 @@
 cluster_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 repo_dir="$(cd "$cluster_dir/../.." && pwd)"
 cache_dir="${KILN_CACHE:-$HOME/.cache/kiln}"
+# Go's own installer puts it in /usr/local/go, which non-login shells (CI) may not have on PATH.
+command -v go >/dev/null || PATH="$PATH:/usr/local/go/bin"
 # What tests read (env file, admin kubeconfig). Git-ignored.
 work_dir="$cluster_dir/.work"
 # Runtime state (etcd data, containerd root, kubelet root, registry store, pids, logs) lives outside the
