@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
+import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:http";
@@ -12,9 +12,18 @@ import { readComparableImage } from "../helpers/image-tree.ts";
 const KILN = join(resolve(import.meta.dirname, "../.."), "bin/kiln");
 const sha = (s: string | Buffer) => createHash("sha256").update(s).digest("hex");
 
-function kiln(args: string[]) {
-  const r = spawnSync(KILN, args, { encoding: "utf8", env: { ...process.env, SOURCE_DATE_EPOCH: "0" } });
-  return { code: r.status, stdout: r.stdout.trim(), stderr: r.stderr.trim() };
+/** Runs kiln without blocking the event loop: the test's HTTP server answers meanwhile. */
+function kiln(args: string[]): Promise<{ code: number | null; stderr: string }> {
+  return new Promise((done, fail) => {
+    const child = spawn(KILN, args, {
+      stdio: ["ignore", "ignore", "pipe"],
+      env: { ...process.env, SOURCE_DATE_EPOCH: "0" },
+    });
+    const err: Buffer[] = [];
+    child.stderr.on("data", (c: Buffer) => err.push(c));
+    child.on("error", fail);
+    child.on("close", (code) => done({ code, stderr: Buffer.concat(err).toString().trim() }));
+  });
 }
 
 function workspace(
@@ -67,7 +76,7 @@ test("kiln build -f: ADD of a URL (checksum verified, mode 0600), heredoc files 
       'ENTRYPOINT ["/entry.sh"]',
     ].join("\n"),
   );
-  const r = kiln(["build", "-f", w.dockerfile, "--output", `oci:${w.layout}:v1`, w.ctx]);
+  const r = await kiln(["build", "-f", w.dockerfile, "--output", `oci:${w.layout}:v1`, w.ctx]);
   assert.equal(r.code, 0, r.stderr);
   const { tree, config } = await readComparableImage(w.layout, { ref: "v1" });
   const show = (p: string) => {
@@ -87,7 +96,7 @@ test("kiln build -f: ADD of a URL (checksum verified, mode 0600), heredoc files 
 test("kiln build -f: a wrong checksum, a missing source and a RUN fail with their Dockerfile line", async (t) => {
   const url = await serve(t, { "/f": "content\n" });
   const wrong = workspace(t, `FROM scratch\n\nADD --checksum=sha256:${"0".repeat(64)} ${url}/f /f\n`);
-  let r = kiln(["build", "-f", wrong.dockerfile, "--output", `oci:${wrong.layout}`, wrong.ctx]);
+  let r = await kiln(["build", "-f", wrong.dockerfile, "--output", `oci:${wrong.layout}`, wrong.ctx]);
   assert.equal(r.code, 1);
   assert.match(
     r.stderr,
@@ -97,7 +106,7 @@ test("kiln build -f: a wrong checksum, a missing source and a RUN fail with thei
   );
 
   const missing = workspace(t, "FROM scratch\nCOPY here.txt /\nCOPY missing.txt /\n", { "here.txt": "x" });
-  r = kiln(["build", "-f", missing.dockerfile, "--output", `oci:${missing.layout}`, missing.ctx]);
+  r = await kiln(["build", "-f", missing.dockerfile, "--output", `oci:${missing.layout}`, missing.ctx]);
   assert.equal(r.code, 1);
   assert.match(
     r.stderr,
@@ -109,12 +118,12 @@ test("kiln build -f: a wrong checksum, a missing source and a RUN fail with thei
     "FROM scratch AS unused\nRUN never\nFROM scratch\nCOPY here.txt /\nRUN make\nRUN make install\n",
     { "here.txt": "x" },
   );
-  r = kiln(["build", "-f", run.dockerfile, "--output", `oci:${run.layout}`, run.ctx]);
+  r = await kiln(["build", "-f", run.dockerfile, "--output", `oci:${run.layout}`, run.ctx]);
   assert.equal(r.code, 1);
   assert.match(r.stderr, /^kiln: Dockerfile:5: RUN needs a container/);
 
   const parse = workspace(t, "FROM scratch\nCOPY a /\nNOPE x\n");
-  r = kiln(["build", "-f", parse.dockerfile, "--output", `oci:${parse.layout}`, parse.ctx]);
+  r = await kiln(["build", "-f", parse.dockerfile, "--output", `oci:${parse.layout}`, parse.ctx]);
   assert.equal(r.code, 1);
   assert.match(r.stderr, /Dockerfile:3: unknown instruction: NOPE/);
 });
