@@ -20,7 +20,7 @@ import { walkTree } from "../src/oci/tree-walk.ts";
 import { fastestOf, printRow, timeAsync, timeCommand } from "./run.ts";
 
 const WORK = join(import.meta.dirname, ".work");
-const RUNS = 3;
+const RUNS = 5;
 
 export default async function layerBench(): Promise<boolean> {
   mkdirSync(WORK, { recursive: true });

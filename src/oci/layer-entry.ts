@@ -56,6 +56,7 @@ export function normalizeEntries(
   const byPath = new Map<string, LayerEntry>();
   for (const e of entries) {
     const path = cleanEntryPath(e.path);
+    checkNumbers(e);
     if (byPath.has(path)) throw new InvalidInputError(`layer entry ${JSON.stringify(path)} is given twice`);
     if (e.type === "hardlink")
       byPath.set(path, { ...e, path, linkTarget: cleanEntryPath(e.linkTarget ?? "") });
@@ -71,6 +72,17 @@ export function normalizeEntries(
     }
   }
   return relinkHardlinks(sortEntries([...byPath.values()]));
+}
+
+function checkNumbers(e: LayerEntry): void {
+  const fields = { mode: e.mode, uid: e.uid, gid: e.gid, size: e.size ?? 0 } as const;
+  for (const [name, value] of Object.entries(fields)) {
+    if (!Number.isSafeInteger(value) || value < 0) {
+      throw new InvalidInputError(
+        `layer entry ${JSON.stringify(e.path)}: ${name} ${value} is not a whole number ≥ 0`,
+      );
+    }
+  }
 }
 
 /** Sorts by path, compared component by component in UTF-8 byte order. */

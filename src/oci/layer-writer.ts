@@ -57,11 +57,13 @@ export async function writeLayer(
 
   const fd = fs.openSync(options.file, "w");
   const out = new CompressedOutput(fd, chunkCompressor(compression));
+  let written = false;
   try {
     const tar = new TarChunks(out);
     for (const e of sorted) await writeEntry(tar, e, options.mtime);
     await tar.write(END_OF_ARCHIVE);
     const sizes = await out.finish(tar.takeRest());
+    written = true;
     const file = options.file;
     return {
       file,
@@ -76,6 +78,7 @@ export async function writeLayer(
   } finally {
     await out.settle();
     fs.closeSync(fd);
+    if (!written) fs.rmSync(options.file, { force: true }); // no half layer left to be mistaken for one
   }
 }
 
@@ -170,8 +173,6 @@ class TarChunks {
         left -= n;
         if (this.#pos === this.#buf.length) await this.#emit();
       }
-      if (fs.readSync(fd, Buffer.alloc(1), 0, 1, null) !== 0)
-        throw changedWhileReading(entry, size, size + 1);
     } finally {
       fs.closeSync(fd);
     }

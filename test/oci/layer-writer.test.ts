@@ -239,4 +239,9 @@ test("content that does not match its size, duplicate and escaping paths are ref
     ),
     { code: "KILN_ERR_INVALID_INPUT", message: 'layer entry "x" is given twice' },
   );
+  await assert.rejects(writeLayer([{ ...e, path: "f", size: 0, uid: -1 }], { file, mtime: 0 }), {
+    code: "KILN_ERR_INVALID_INPUT",
+    message: 'layer entry "f": uid -1 is not a whole number ≥ 0',
+  });
+  assert.equal(fs.existsSync(file), false, "a failed write leaves no layer file behind");
 });
