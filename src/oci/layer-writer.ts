@@ -1,4 +1,4 @@
-import { createHash } from "node:crypto";
+import { createHash, type Hash } from "node:crypto";
 import fs from "node:fs";
 import type { Readable } from "node:stream";
 import { promisify } from "node:util";
@@ -56,7 +56,7 @@ export async function writeLayer(
   const sorted = normalizeEntries(all, { addParents: options.addParents ?? false });
 
   const fd = fs.openSync(options.file, "w");
-  const out = new CompressedOutput(fd, chunkCompressor(compression));
+  const out = new CompressedOutput(fd, compression);
   let written = false;
   try {
     const tar = new TarChunks(out);
@@ -227,7 +227,8 @@ class CompressedOutput {
   readonly #fd: number;
   readonly #c: ChunkCompressor;
   readonly #diffId = createHash("sha256");
-  readonly #digest = createHash("sha256");
+  /** undefined when the blob is the tar itself: its digest is the diffID, hashed once. */
+  readonly #digest: Hash | undefined;
   readonly #pending: Array<{ readonly input: Buffer; readonly output: Promise<Buffer> }> = [];
   readonly #free: Buffer[] = [];
   #held: Buffer | undefined;
@@ -236,10 +237,11 @@ class CompressedOutput {
   #uncompressed = 0;
   #compressed = 0;
 
-  constructor(fd: number, c: ChunkCompressor) {
+  constructor(fd: number, compression: Compression) {
     this.#fd = fd;
-    this.#c = c;
-    this.#emit(c.header);
+    this.#c = chunkCompressor(compression);
+    this.#digest = compression === "none" ? undefined : createHash("sha256");
+    this.#emit(this.#c.header);
   }
 
   /** An empty chunk buffer. */
@@ -260,10 +262,11 @@ class CompressedOutput {
     while (this.#pending.length > 0) await this.#writeOldest();
     this.#emit(this.#c.trailer());
     await this.#writes;
+    const diffId = digestOf(this.#diffId);
     return {
-      digest: digestOf(this.#digest),
+      digest: this.#digest ? digestOf(this.#digest) : diffId,
       size: this.#compressed,
-      diffId: digestOf(this.#diffId),
+      diffId,
       uncompressedSize: this.#uncompressed,
     };
   }
@@ -290,7 +293,7 @@ class CompressedOutput {
   }
 
   #emit(bytes: Buffer, written?: () => void): void {
-    this.#digest.update(bytes);
+    this.#digest?.update(bytes);
     this.#compressed += bytes.length;
     this.#queuedWrites++;
     this.#writes = this.#writes.then(async () => {
