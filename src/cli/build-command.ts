@@ -8,8 +8,6 @@ import type { Config } from "../config.ts";
 import { compileDockerfile } from "../dockerfile/compile.ts";
 import { InvalidInputError } from "../errors.ts";
 import { BuildContext } from "../executor/context.ts";
-import { compileLayerSpec } from "../layerspec/compile.ts";
-import { loadLayerSpec } from "../layerspec/load.ts";
 import type { Logger } from "../log.ts";
 import type { Descriptor } from "../oci/descriptor.ts";
 import type { Image } from "../oci/image.ts";
@@ -17,10 +15,7 @@ import { resolveImage, writeImage, writeIndex } from "../oci/layout.ts";
 import { formatPlatform, parsePlatform } from "../oci/platform.ts";
 import { parseReference } from "../oci/reference.ts";
 import type { BuildPlan } from "../plan/plan.ts";
-import { createRegistryClient, type RegistryClient } from "../registry/client.ts";
-import { parseMirrors } from "../registry/mirrors.ts";
-import { pullImage } from "../registry/pull.ts";
-import { pushImage, pushIndex } from "../registry/push.ts";
+import type { RegistryClient } from "../registry/client.ts";
 import { type BuildOptions, parseBuildOptions } from "./build-options.ts";
 
 /** `kiln build`: compile, build every platform, then write each output. Prints the result's digest. */
@@ -31,7 +26,11 @@ export async function runBuild(args: readonly string[], config: Config, log: Log
   }
   const scratch = await mkdtemp(join(tmpdir(), "kiln-build-"));
   let registry: RegistryClient | undefined;
+  // The registry code (undici, auth) and the layer spec reader load only when a build needs them: a
+  // file-only build from scratch starts faster.
   const registryClient = async (): Promise<RegistryClient> => {
+    const { createRegistryClient } = await import("../registry/client.ts");
+    const { parseMirrors } = await import("../registry/mirrors.ts");
     registry ??= await createRegistryClient({
       insecure: opts.insecureRegistries,
       caFiles: opts.caFiles,
@@ -50,9 +49,10 @@ export async function runBuild(args: readonly string[], config: Config, log: Log
       const layout = /^oci:([^:]+)(?::(.+))?$/.exec(image);
       found = layout
         ? resolveImage(layout[1]!, layout[2], platform)
-        : registryClient().then((reg) =>
-            pullImage(parseReference(image), reg, { platform, blobDir: join(scratch, "blobs") }),
-          );
+        : registryClient().then(async (reg) => {
+            const { pullImage } = await import("../registry/pull.ts");
+            return pullImage(parseReference(image), reg, { platform, blobDir: join(scratch, "blobs") });
+          });
       pulled.set(key, found);
     }
     return found;
@@ -84,6 +84,7 @@ export async function runBuild(args: readonly string[], config: Config, log: Log
     for (const target of opts.push) {
       const ref = parseReference(target);
       const reg = await registryClient();
+      const { pushImage, pushIndex } = await import("../registry/push.ts");
       const d =
         results.length === 1
           ? await pushImage(results[0]!.image, ref, reg)
@@ -114,6 +115,8 @@ async function compile(opts: BuildOptions, resolveBase: BaseResolver): Promise<B
       resolveImageConfig: async (ref, platform) => (await resolveBase(ref, parsePlatform(platform))).config,
     });
   }
+  const { loadLayerSpec } = await import("../layerspec/load.ts");
+  const { compileLayerSpec } = await import("../layerspec/compile.ts");
   const spec = await loadLayerSpec(opts.spec!);
   const withPlatforms = opts.platforms.length > 0 ? { ...spec, platforms: [...opts.platforms] } : spec;
   return compileLayerSpec(withPlatforms, opts.timestamp ?? 0);
