@@ -1,10 +1,8 @@
 import { enableCompileCache } from "node:module";
 import { parseArgs } from "node:util";
 import { loadConfig } from "./config.ts";
-import { runControllerCommand } from "./controller/controller-command.ts";
 import { describeError, InvalidInputError, KilnError } from "./errors.ts";
 import { createLogger } from "./log.ts";
-import { runStageCommand } from "./pusher/stage-command.ts";
 
 const USAGE = `usage: kiln <command> [options]
 
@@ -32,10 +30,12 @@ async function main(argv: readonly string[]): Promise<number> {
     }
     case "controller": {
       const config = loadConfig();
+      const { runControllerCommand } = await import("./controller/controller-command.ts");
       return runControllerCommand(rest, createLogger(config.LOG_LEVEL));
     }
     case "stage": {
       const config = loadConfig();
+      const { runStageCommand } = await import("./pusher/stage-command.ts");
       return runStageCommand(rest, createLogger(config.LOG_LEVEL));
     }
     case "crd":
