@@ -89,8 +89,9 @@ function inodeKey(abs: string): string {
 /** The first path of each inode (in layer order) keeps the content; later ones become hardlinks to it. */
 function linkHardlinks(sorted: ReadonlyArray<LayerEntry & { readonly inode?: string }>): LayerEntry[] {
   const firstPath = new Map<string, string>();
-  return sorted.map(({ inode, ...e }) => {
-    if (inode === undefined) return e;
+  return sorted.map((linked) => {
+    if (linked.inode === undefined) return linked; // nearly every entry: no copy to make
+    const { inode, ...e } = linked;
     const first = firstPath.get(inode);
     if (first === undefined) {
       firstPath.set(inode, e.path);
