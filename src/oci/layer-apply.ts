@@ -22,8 +22,9 @@ const { O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW } = fs.constants;
  * what lower layers put there, no `.wh.` file lands in the tree, hardlinks are made again, modes, owners and
  * mtimes are set (directories' at the end, once their children are written).
  *
- * An entry that is absolute, has a `..` component, or whose parent resolves through a symlink pointing
- * out of the root (absolute, or climbing above it) is refused with a PathEscapeError naming the entry;
+ * An entry that is absolute, has a `..` component, or whose parent resolves through a symlink climbing
+ * above the root is refused with a PathEscapeError naming the entry (absolute symlink targets resolve
+ * inside the root, as in the image itself);
  * nothing outside `root` is touched. Node cannot create device nodes or FIFOs, so `mknod` makes them; it
  * has no xattr API, so SCHILY.xattr records are not applied.
  */
@@ -92,6 +93,9 @@ class Application {
     const rel = this.#resolve(name, h.name);
     if (rel === "") return;
     const abs = this.#abs(rel);
+    // As containerd does: a parent the layers never created is made 0755 (its components are resolved, so
+    // this only creates real directories inside the root).
+    fs.mkdirSync(path.dirname(abs), { recursive: true, mode: 0o755 });
     const existing = lstatOrUndefined(abs);
     if (existing !== undefined && !(existing.isDirectory() && h.type === "directory")) {
       fs.rmSync(abs, { recursive: true, force: true });
@@ -150,7 +154,7 @@ class Application {
       }
     };
     try {
-      return resolveInRoot(p, readlink, "strict", false, this.#root);
+      return resolveInRoot(p, readlink, "rooted", false, this.#root);
     } catch (err) {
       if (err instanceof PathEscapeError && err.path !== entry) {
         throw new PathEscapeError(entry, this.#root, `${JSON.stringify(p)} resolves out of it`, {

@@ -9,8 +9,11 @@ import { PathEscapeError } from "../errors.ts";
  *   start at the root. This is how paths inside an image resolve (containerd's fs.RootPath, securejoin).
  * - `strict`: a `..` that would leave the root, or a symlink that points outside it, is a PathEscapeError.
  *   This is how kiln reads a build context: nothing outside it may be named, even by accident.
+ * - `rooted`: absolute symlink targets start at the root (as inside the image), but a `..` that climbs above
+ *   the root is a PathEscapeError. This is how kiln applies layers: images may rely on `/var/run -> /run`,
+ *   and an entry that tries to climb out is named, not silently redirected.
  */
-export type EscapePolicy = "scoped" | "strict";
+export type EscapePolicy = "scoped" | "strict" | "rooted";
 
 /** Returns the target of the symlink at `path` (relative to the root, no leading `/`), or undefined if `path` is not a symlink. */
 export type ReadLink = (path: string) => string | undefined;
@@ -41,7 +44,7 @@ export function resolveInRoot(
     const c = todo.shift()!;
     if (c === "..") {
       if (done.length === 0) {
-        if (policy === "strict") throw new PathEscapeError(path, rootName, "'..' leads outside it");
+        if (policy !== "scoped") throw new PathEscapeError(path, rootName, "'..' leads outside it");
         continue;
       }
       done.pop();
