@@ -12,7 +12,7 @@ import {
   writeFileSync,
 } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { test } from "node:test";
 import { runCommand } from "../helpers/command.ts";
 import { REPO_ROOT, runKiln } from "../helpers/kiln-cli.ts";
