@@ -10,6 +10,7 @@ commands:
   build       build an image locally from a layer spec or a Dockerfile
   controller  reconcile ImageBuilds into build pods (kubeconfig or in-cluster config)
   stage       run one unit of a build inside its pod: stage build | push | index
+  executor    run a stage's steps in the root it runs in (inside a stage container)
   crd         write the ImageBuild CustomResourceDefinition (--output DIR, default crds)
   version     print kiln's version`;
 
@@ -37,6 +38,11 @@ async function main(argv: readonly string[]): Promise<number> {
       const config = loadConfig();
       const { runStageCommand } = await import("./pusher/stage-command.ts");
       return runStageCommand(rest, createLogger(config.LOG_LEVEL));
+    }
+    case "executor": {
+      const config = loadConfig();
+      const { runExecutorCommand } = await import("./executor/executor-command.ts");
+      return runExecutorCommand(rest, createLogger(config.LOG_LEVEL, process.stderr, "text"));
     }
     case "crd":
       return crdCommand(rest);

@@ -1,13 +1,19 @@
-import { mkdtemp } from "node:fs/promises";
+import { mkdir, mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { DockerfileError, InvalidInputError } from "../errors.ts";
 import type { BuildContext } from "../executor/context.ts";
-import { buildFileOnlyStage, type LayerWriter, type SourceRoots } from "../executor/file-stage.ts";
+import {
+  buildFileOnlyStage,
+  type LayerWriter,
+  type SourceRoots,
+  type StageInputs,
+} from "../executor/file-stage.ts";
 import { ImageRoots } from "../executor/image-rootfs.ts";
 import type { Image } from "../oci/image.ts";
 import { type Platform, parsePlatform } from "../oci/platform.ts";
 import type { BuildPlan, Stage, Step } from "../plan/plan.ts";
+import { buildRunStage, type RunOptions, type RunStageStats } from "./run-stage.ts";
 
 /** Finds a base image (a registry reference or `oci:DIR[:REF]`) for a platform. */
 export type BaseResolver = (image: string, platform: Platform) => Promise<Image>;
@@ -20,13 +26,17 @@ export interface PlatformResult {
 export interface LocalBuildOptions {
   /** Step errors say `Dockerfile:LINE:`; a plan from a Dockerfile sets it. */
   readonly dockerfile?: boolean;
-  /** Where the roots of `COPY --from` stages and images are unpacked (a temporary folder by default). */
+  /** Where stage roots, workspaces and the roots of `COPY --from` sources go (a temporary folder by default). */
   readonly workDir?: string;
+  /** Runs stages with RUN in containers on this machine; without it a plan with RUN is refused. */
+  readonly run?: RunOptions;
+  /** Counts RUN steps run and taken from the cache. */
+  readonly stats?: RunStageStats;
 }
 
 /**
- * Builds a plan's target for each of its platforms, stages in plan order (dependencies first). A plan
- * with RUN is refused before anything is built: this runner executes file-only steps.
+ * Builds a plan's target for each of its platforms, stages in plan order (dependencies first). Stages with
+ * RUN need `options.run`; without it such a plan is refused before anything is built.
  */
 export async function buildPlanLocally(
   plan: BuildPlan,
@@ -35,10 +45,12 @@ export async function buildPlanLocally(
   writeLayer: LayerWriter,
   options: LocalBuildOptions = {},
 ): Promise<PlatformResult[]> {
-  refuseRun(plan);
+  if (options.run === undefined) refuseRun(plan);
   // RFC 3339 without fractional seconds, as Go tools write it.
   const created = new Date(plan.timestamp * 1000).toISOString().replace(/\.\d{3}Z$/, "Z");
-  const roots = new ImageRoots(options.workDir ?? (await mkdtemp(join(tmpdir(), "kiln-roots-"))));
+  const workDir = options.workDir ?? (await mkdtemp(join(tmpdir(), "kiln-build-")));
+  await mkdir(workDir, { recursive: true });
+  const roots = new ImageRoots(join(workDir, "roots"));
   try {
     const results: PlatformResult[] = [];
     for (const platformName of plan.platforms) {
@@ -61,14 +73,26 @@ export async function buildPlanLocally(
             );
           return roots.root(`stage ${from.stage} (${platformName})`, img);
         };
-        const image = await buildFileOnlyStage(stage, {
+        const inputs: StageInputs = {
           base,
           context,
           writeLayer,
           created,
           sourceRoots,
           ...(options.dockerfile !== undefined ? { dockerfile: options.dockerfile } : {}),
-        });
+        };
+        const image =
+          options.run !== undefined && stage.steps.some((s) => s.kind === "run")
+            ? await buildRunStage(
+                stage,
+                inputs,
+                stagePlatform,
+                plan.timestamp,
+                await mkdtemp(join(workDir, "stage-")),
+                options.run,
+                options.stats,
+              )
+            : await buildFileOnlyStage(stage, inputs);
         built.set(stage.name, image);
       }
       const image = built.get(plan.target);

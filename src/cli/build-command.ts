@@ -1,16 +1,20 @@
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { existsSync, rmSync } from "node:fs";
+import { chmod, copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { homedir, tmpdir } from "node:os";
+import { join, resolve } from "node:path";
 import { fileLayerWriter } from "../build/layer-writer.ts";
 import type { BaseResolver, PlatformResult } from "../build/local-build.ts";
 import { buildPlanLocally } from "../build/local-build.ts";
+import { localRuntime } from "../build/local-runtime.ts";
+import type { RunOptions } from "../build/run-stage.ts";
+import { StepCache } from "../build/step-cache.ts";
 import type { Config } from "../config.ts";
 import { compileDockerfile } from "../dockerfile/compile.ts";
 import { InvalidInputError } from "../errors.ts";
 import { BuildContext } from "../executor/context.ts";
 import type { Logger } from "../log.ts";
 import type { Descriptor } from "../oci/descriptor.ts";
-import type { Image } from "../oci/image.ts";
+import type { Image, Layer } from "../oci/image.ts";
 import { resolveImage, writeImage, writeIndex } from "../oci/layout.ts";
 import { formatPlatform, parsePlatform } from "../oci/platform.ts";
 import { parseReference } from "../oci/reference.ts";
@@ -61,17 +65,25 @@ export async function runBuild(args: readonly string[], config: Config, log: Log
     const plan = await compile(opts, resolveBase);
     const context = BuildContext.open(opts.context);
     const started = performance.now();
+    const stats = { ran: 0, cached: 0 };
+    const hasRun = plan.stages.some((s) => s.steps.some((step) => step.kind === "run"));
+    const run = hasRun ? await runOptions(opts, scratch, registryClient, log) : undefined;
     const results = await buildPlanLocally(
       plan,
       context,
       resolveBase,
       fileLayerWriter(join(scratch, "layers"), plan.timestamp),
-      { dockerfile: opts.dockerfile !== undefined, workDir: join(scratch, "roots") },
+      {
+        dockerfile: opts.dockerfile !== undefined,
+        workDir: join(scratch, "work"),
+        ...(run !== undefined ? { run, stats } : {}),
+      },
     );
     log.info(
       {
         platforms: results.map((r) => formatPlatform(r.platform)),
         ms: Math.round(performance.now() - started),
+        ...(hasRun ? { runSteps: stats.ran, cachedSteps: stats.cached } : {}),
       },
       "Built image",
     );
@@ -103,6 +115,69 @@ export async function runBuild(args: readonly string[], config: Config, log: Log
   } finally {
     await rm(scratch, { recursive: true, force: true });
   }
+}
+
+/**
+ * What stages with RUN need on this machine: the runtime, the secrets copied into a folder of their own on
+ * a tmpfs when there is one (only the stage container sees it, and only kiln-run's copy reaches a step),
+ * the cache folders, and the pusher's side: the step cache and early layer uploads, with this process's
+ * registry credentials, which never enter the container.
+ */
+async function runOptions(
+  opts: BuildOptions,
+  scratch: string,
+  registryClient: () => Promise<RegistryClient>,
+  log: Logger,
+): Promise<RunOptions> {
+  let secrets: string | undefined;
+  if (Object.keys(opts.secrets).length > 0) {
+    secrets = await mkdtemp(join(existsSync("/dev/shm") ? "/dev/shm" : scratch, "kiln-secrets-"));
+    await chmod(secrets, 0o700);
+    for (const [id, src] of Object.entries(opts.secrets)) {
+      try {
+        await copyFile(src, join(secrets, id));
+      } catch (err) {
+        await rm(secrets, { recursive: true, force: true });
+        throw new InvalidInputError(`--secret id=${id}: cannot read ${src}: ${(err as Error).message}`, {
+          cause: err,
+        });
+      }
+    }
+    const dir = secrets;
+    process.once("exit", () => rmSync(dir, { recursive: true, force: true }));
+  }
+  const cache =
+    opts.cacheRepo === undefined
+      ? undefined
+      : new StepCache({
+          registry: await registryClient(),
+          repository: parseReference(opts.cacheRepo),
+          ttlMs: opts.cacheTtlMs,
+          blobDir: join(scratch, "blobs"),
+        });
+  const targets = opts.push.map(parseReference);
+  const caches = join(homedir(), ".cache", "kiln", "run-mounts");
+  await mkdir(caches, { recursive: true });
+  return {
+    runtime: await localRuntime(),
+    contextDir: resolve(opts.context),
+    ...(secrets !== undefined ? { secrets } : {}),
+    caches,
+    ...(cache !== undefined ? { cache } : {}),
+    ...(targets.length > 0
+      ? {
+          uploadLayer: async (layer: Layer) => {
+            const reg = await registryClient();
+            for (const ref of targets) {
+              const repo = { registry: ref.registry, repository: ref.repository };
+              if (!(await reg.hasBlob(repo, layer.digest))) await reg.uploadBlob(repo, layer);
+            }
+          },
+        }
+      : {}),
+    log,
+    onOutput: (chunk) => process.stderr.write(chunk),
+  };
 }
 
 async function compile(opts: BuildOptions, resolveBase: BaseResolver): Promise<BuildPlan> {

@@ -1,4 +1,5 @@
 import { parseArgs } from "node:util";
+import { parseGoDuration } from "../dockerfile/go-duration.ts";
 import { InvalidInputError } from "../errors.ts";
 
 /** Where `kiln build` writes its result. */
@@ -19,7 +20,15 @@ export interface BuildOptions {
   readonly authfile?: string;
   readonly caFiles: readonly string[];
   readonly timestamp?: number;
+  /** RUN --mount=type=secret sources: id → file. */
+  readonly secrets: Readonly<Record<string, string>>;
+  /** Registry repository of the per-step cache. */
+  readonly cacheRepo?: string;
+  readonly cacheTtlMs: number;
 }
+
+/** A week: long enough for a day's rebuilds, short enough that base image fixes arrive. */
+const DEFAULT_CACHE_TTL_MS = 7 * 24 * 3600 * 1000;
 
 export const BUILD_USAGE = `usage: kiln build (--spec FILE | -f Dockerfile) [options] CONTEXT
 
@@ -35,7 +44,10 @@ export const BUILD_USAGE = `usage: kiln build (--spec FILE | -f Dockerfile) [opt
   --registry-mirror FROM=TO   pull FROM's images through the mirror TO (repeatable)
   --authfile FILE             registry credentials (a .dockerconfigjson / config.json)
   --ca-file FILE              trust this CA bundle for registries, besides the system's (repeatable)
-  --timestamp SECONDS         file mtimes and creation time (default: SOURCE_DATE_EPOCH or 0)`;
+  --timestamp SECONDS         file mtimes and creation time (default: SOURCE_DATE_EPOCH or 0)
+  --secret id=ID,src=FILE     a secret for RUN --mount=type=secret (repeatable)
+  --cache-repo REF            per-step cache of RUN layers in this registry repository
+  --cache-ttl DURATION        cached steps older than this are run again (default 168h)`;
 
 /** Parses `kiln build` arguments into options; bad input is an InvalidInputError that says what to fix. */
 export function parseBuildOptions(args: readonly string[], sourceDateEpoch?: number): BuildOptions {
@@ -70,7 +82,29 @@ export function parseBuildOptions(args: readonly string[], sourceDateEpoch?: num
     ...(values.authfile !== undefined ? { authfile: values.authfile } : {}),
     caFiles: values["ca-file"] ?? [],
     ...(timestamp !== undefined ? { timestamp } : {}),
+    secrets: Object.fromEntries((values.secret ?? []).map(parseSecret)),
+    ...(values["cache-repo"] !== undefined ? { cacheRepo: values["cache-repo"] } : {}),
+    cacheTtlMs: values["cache-ttl"] !== undefined ? parseTtl(values["cache-ttl"]) : DEFAULT_CACHE_TTL_MS,
   };
+}
+
+/** `id=ID,src=FILE` (also `source=`), as `docker build --secret` takes it. */
+function parseSecret(s: string): [string, string] {
+  const fields = new Map(s.split(",").map((kv) => splitPair(kv, "--secret")));
+  const id = fields.get("id");
+  const src = fields.get("src") ?? fields.get("source");
+  if (id === undefined || src === undefined || id === "" || src === "" || id.includes("/")) {
+    throw new InvalidInputError(`--secret ${JSON.stringify(s)}: expected id=ID,src=FILE`);
+  }
+  return [id, src];
+}
+
+function parseTtl(s: string): number {
+  const ns = parseGoDuration(s);
+  if (typeof ns === "string" || ns <= 0) {
+    throw new InvalidInputError(`--cache-ttl ${JSON.stringify(s)}: expected a positive duration like 24h`);
+  }
+  return ns / 1e6;
 }
 
 function parse(args: readonly string[]) {
@@ -92,6 +126,9 @@ function parse(args: readonly string[]) {
       authfile: { type: "string" },
       "ca-file": { type: "string", multiple: true },
       timestamp: { type: "string" },
+      secret: { type: "string", multiple: true },
+      "cache-repo": { type: "string" },
+      "cache-ttl": { type: "string" },
     },
   });
 }

@@ -34,6 +34,8 @@ export interface Container {
   readonly mounts: readonly ContainerMount[];
   readonly network: NetworkMode;
   readonly hostname: string;
+  /** Capabilities besides Docker's defaults (the stage executor needs CAP_SYS_ADMIN to mount for its steps). */
+  readonly extraCapabilities?: readonly string[];
 }
 
 export interface RunContainerOptions {
@@ -144,7 +146,7 @@ export function runtimeSpec(
   etcFiles: ReadonlyMap<string, string>,
   maxOpenFiles = 1048576,
 ): RuntimeSpec {
-  const caps = [...DEFAULT_CAPABILITIES];
+  const caps = [...DEFAULT_CAPABILITIES, ...(c.extraCapabilities ?? [])];
   // As Docker does since 20.10: a non-root process starts without capabilities; setuid binaries still gain them.
   const own = c.uid === 0 ? caps : [];
   return {
@@ -385,7 +387,7 @@ function lstatOrUndefined(p: string): fs.Stats | undefined {
  * Mount points kiln makes in the root for one run, and removes afterwards (deepest first). Targets resolve
  * through the root's own symlinks, as runc resolves them, so a stub never lands outside the root.
  */
-class MountPoints {
+export class MountPoints {
   readonly #root: string;
   readonly #made: string[] = [];
   readonly #touched = new Set<string>();

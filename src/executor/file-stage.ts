@@ -1,11 +1,12 @@
 import { readFileSync } from "node:fs";
 import { text } from "node:stream/consumers";
 import { DockerfileError, describeError, InvalidInputError, isTemporary } from "../errors.ts";
-import { appendLayers, type Image, type Layer } from "../oci/image.ts";
+import { appendLayers, configBlob, type Image, type Layer } from "../oci/image.ts";
 import type { ContainerConfig, History } from "../oci/image-config.ts";
 import type { LayerEntry } from "../oci/layer-entry.ts";
 import { whiteoutEntry } from "../oci/whiteout.ts";
-import type { CopyFrom, CopyOp, Stage, Step } from "../plan/plan.ts";
+import { nextCacheKey, stageCacheKey } from "../plan/cache-key.ts";
+import type { CopyFrom, CopyOp, RunStep, Stage, Step } from "../plan/plan.ts";
 import type { BuildContext } from "./context.ts";
 import { planAddCopy, planBytesCopy, planContextCopy, planMkdir } from "./copy.ts";
 import { download } from "./download.ts";
@@ -18,6 +19,19 @@ export type LayerWriter = (entries: readonly LayerEntry[]) => Promise<Layer>;
 /** The unpacked root of the stage or image a `COPY --from` names. */
 export type SourceRoots = (from: Extract<CopyFrom, { kind: "stage" | "image" }>) => Promise<BuildContext>;
 
+/** What a RUN step added: its layer and, when known, the entries in it (else the layer is read for them). */
+export interface RunLayer {
+  readonly layer: Layer;
+  readonly entries?: readonly LayerEntry[];
+  readonly cached: boolean;
+}
+
+/**
+ * Runs (or finds in the cache) one RUN step, whose cache key is `key`; `undefined` means it cannot be done
+ * here, and the stage stops before it.
+ */
+export type RunStepHandler = (step: RunStep, key: string) => Promise<RunLayer | undefined>;
+
 export interface StageInputs {
   readonly base: Image;
   readonly context: BuildContext;
@@ -28,6 +42,31 @@ export interface StageInputs {
   readonly sourceRoots?: SourceRoots;
   /** Step errors name Dockerfile lines (`Dockerfile:LINE: ...`) rather than layer spec items. */
   readonly dockerfile?: boolean;
+  /** The merged file tree of `base`; read from its layers when not given. */
+  readonly tree?: ImageTree;
+  /** The cache key before the first step (plan/cache-key.ts); the base config's when not given. */
+  readonly cacheKey?: string;
+  /** Runs RUN steps; without it a RUN is refused with its line. */
+  readonly runStep?: RunStepHandler;
+  /** Sees every step's outcome: the layer it added (with the step's cache key), or none. */
+  readonly onStep?: (step: Step, outcome: StepOutcome) => Promise<void> | void;
+}
+
+export interface StepOutcome {
+  readonly index: number;
+  readonly key: string;
+  readonly layer?: Layer;
+  readonly cached: boolean;
+  readonly ms: number;
+}
+
+/** Where a stage got to: the whole stage, or the steps before `stoppedAt` (a RUN that could not run there). */
+export interface StageProgress {
+  readonly image: Image;
+  /** Index of the first step not done; the image's config is then not merged with the stage's yet. */
+  readonly stoppedAt?: number;
+  /** The cache key after the last step done. */
+  readonly cacheKey: string;
 }
 
 /**
@@ -36,41 +75,86 @@ export interface StageInputs {
  * a container and is refused here with its line.
  */
 export async function buildFileOnlyStage(stage: Stage, inputs: StageInputs): Promise<Image> {
-  const tree = await indexLayers(inputs.base.layers);
+  return (await buildStage(stage, inputs)).image;
+}
+
+/**
+ * Runs a stage's steps in order over an image tree: copies, deletes and directories are computed from the
+ * tree, RUN steps go to `runStep`. Each layer-adding step gets a history entry and a layer; the others an
+ * `empty_layer` history entry. Once all steps are done the stage's config is merged over the base's.
+ */
+export async function buildStage(stage: Stage, inputs: StageInputs): Promise<StageProgress> {
+  // Read only when a step needs it: a stage that starts with a RUN to run elsewhere never does.
+  let known = inputs.tree;
+  const treeNow = async (): Promise<ImageTree> => {
+    known ??= await indexLayers(inputs.base.layers);
+    return known;
+  };
   let image = inputs.base;
+  let key = inputs.cacheKey ?? stageCacheKey(configBlob(inputs.base).digest);
   const history: History[] = [...(image.config.history ?? [])];
-  for (const step of stage.steps) {
-    let entries: LayerEntry[] | undefined;
+  for (const [index, step] of stage.steps.entries()) {
+    const started = performance.now();
+    let layer: Layer | undefined;
+    let cached = false;
     try {
-      entries = await entriesOf(step, inputs, tree);
+      if (step.kind === "run") {
+        if (inputs.runStep === undefined)
+          throw new InvalidInputError("RUN needs a container; this build runs file-only steps");
+        const before = key;
+        key = nextCacheKey(key, step);
+        const ran = await inputs.runStep(step, key);
+        if (ran === undefined) {
+          const partial = { ...image, config: { ...image.config, history } };
+          return { image: partial, stoppedAt: index, cacheKey: before };
+        }
+        ({ layer, cached } = ran);
+        if (ran.entries !== undefined) await applyEntries(await treeNow(), ran.entries);
+        else await indexLayers([ran.layer], await treeNow());
+      } else {
+        const tree = await treeNow();
+        const entries = await entriesOf(step, inputs, tree);
+        if (entries !== undefined && !(step.kind === "mkdir" && entries.length === 0)) {
+          layer = await inputs.writeLayer(entries);
+          await applyEntries(tree, entries);
+        }
+        key = nextCacheKey(key, step, layer?.diffId);
+      }
     } catch (err) {
       throw stepError(step, err, inputs.dockerfile ?? false);
     }
-    if (entries === undefined || (step.kind === "mkdir" && entries.length === 0)) {
+    if (layer === undefined) {
       history.push({ created: inputs.created, created_by: step.createdBy, empty_layer: true });
-      continue;
+    } else {
+      image = appendLayers(image, layer);
+      history.push({ created: inputs.created, created_by: step.createdBy });
     }
-    const layer = await inputs.writeLayer(entries);
-    for (const e of entries) tree.apply(e.path, e, await keptContent(e));
-    image = appendLayers(image, layer);
-    history.push({ created: inputs.created, created_by: step.createdBy });
+    const outcome = { index, key, cached, ms: Math.round(performance.now() - started) };
+    await inputs.onStep?.(step, layer === undefined ? outcome : { ...outcome, layer });
   }
   const config = mergeConfig(image.config.config ?? {}, stage.config);
   const author = stage.author ?? image.config.author;
   return {
-    ...image,
-    config: {
-      ...image.config,
-      created: inputs.created,
-      ...(author !== undefined ? { author } : {}),
-      config,
-      history,
+    image: {
+      ...image,
+      config: {
+        ...image.config,
+        created: inputs.created,
+        ...(author !== undefined ? { author } : {}),
+        config,
+        history,
+      },
     },
+    cacheKey: key,
   };
 }
 
+async function applyEntries(tree: ImageTree, entries: readonly LayerEntry[]): Promise<void> {
+  for (const e of entries) tree.apply(e.path, e, await keptContent(e));
+}
+
 async function entriesOf(
-  step: Step,
+  step: Exclude<Step, RunStep>,
   inputs: StageInputs,
   tree: ImageTree,
 ): Promise<LayerEntry[] | undefined> {
@@ -86,8 +170,6 @@ async function entriesOf(
       const owner = step.owner ? tree.resolveOwner(step.owner.user, step.owner.group) : { uid: 0, gid: 0 };
       return planMkdir(step.path, owner, tree);
     }
-    case "run":
-      throw new InvalidInputError("RUN needs a container; this build runs file-only steps");
     case "config":
       return undefined;
   }

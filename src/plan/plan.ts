@@ -128,6 +128,7 @@ export const StepSchema = z.discriminatedUnion("kind", [
 ]);
 export type Step = z.infer<typeof StepSchema>;
 export type StepKind = Step["kind"];
+export type RunStep = Extract<Step, { kind: "run" }>;
 
 export const StageSchema = z.object({
   /** Unique within the plan; Dockerfile stage names are lower-cased, unnamed stages are their index. */

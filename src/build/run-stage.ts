@@ -1,0 +1,111 @@
+import { buildStage, type StageInputs } from "../executor/file-stage.ts";
+import type { ExecutorEvent } from "../executor/workspace.ts";
+import type { Logger } from "../log.ts";
+import type { Image, Layer } from "../oci/image.ts";
+import type { Platform } from "../oci/platform.ts";
+import type { CopyFrom, Stage } from "../plan/plan.ts";
+import type { LocalRuntime } from "./local-runtime.ts";
+import { runStageInContainer } from "./stage-container.ts";
+import type { StepCache } from "./step-cache.ts";
+
+/** What running stages with RUN on this machine needs besides a file-only build's inputs. */
+export interface RunOptions {
+  readonly runtime: LocalRuntime;
+  /** The build context folder on the host. */
+  readonly contextDir: string;
+  /** Host folder of the build's secrets, one file per id. */
+  readonly secrets?: string;
+  /** Host folder of the persistent `RUN --mount=type=cache` folders. */
+  readonly caches: string;
+  readonly cache?: StepCache;
+  /** Uploads a layer to where the build pushes, as soon as it is written. */
+  readonly uploadLayer?: (layer: Layer) => Promise<void>;
+  readonly log: Logger;
+  readonly onOutput?: (chunk: Buffer) => void;
+}
+
+/** How a stage with RUN steps went: how many RUN steps ran, how many came from the cache. */
+export interface RunStageStats {
+  ran: number;
+  cached: number;
+}
+
+/**
+ * Builds a stage that has RUN steps. The steps up to the first RUN the cache cannot answer are done here,
+ * file-only, from the base's layers and the cache (DESIGN decision 2: those layers become the container's
+ * root); the rest run in a stage container with the executor. New RUN layers go to the cache and to the
+ * push targets as the executor writes them.
+ */
+export async function buildRunStage(
+  stage: Stage,
+  inputs: StageInputs,
+  platform: Platform,
+  timestamp: number,
+  dir: string,
+  run: RunOptions,
+  stats: RunStageStats = { ran: 0, cached: 0 },
+): Promise<Image> {
+  const progress = await buildStage(stage, {
+    ...inputs,
+    runStep: async (_step, key) => {
+      const layer = await run.cache?.lookup(key, platform);
+      if (layer === undefined) return undefined;
+      stats.cached++;
+      return { layer, cached: true };
+    },
+  });
+  if (progress.stoppedAt === undefined) return progress.image;
+  const rest: Stage = { ...stage, steps: stage.steps.slice(progress.stoppedAt) };
+  const sources = new Map<string, string>();
+  for (const from of sourcesOf(rest)) {
+    const key = from.kind === "stage" ? `stage:${from.stage}` : `image:${from.image}`;
+    if (!sources.has(key) && inputs.sourceRoots !== undefined) {
+      sources.set(key, (await inputs.sourceRoots(from)).root);
+    }
+  }
+  const onStep = async (e: Extract<ExecutorEvent, { type: "step" }>, layer: Layer | undefined) => {
+    if (e.kind === "run") e.cached ? stats.cached++ : stats.ran++;
+    if (layer === undefined) return;
+    await Promise.all([
+      run.uploadLayer?.(layer),
+      e.cacheKey !== undefined ? run.cache?.store(e.cacheKey, layer, platform) : undefined,
+    ]);
+  };
+  return runStageInContainer(
+    {
+      stage: rest,
+      baseConfig: progress.image.config,
+      cacheKey: progress.cacheKey,
+      timestamp,
+      dockerfile: inputs.dockerfile ?? false,
+      sources: {},
+    },
+    progress.image,
+    {
+      dir,
+      runtime: run.runtime,
+      context: run.contextDir,
+      sources,
+      ...(run.secrets !== undefined ? { secrets: run.secrets } : {}),
+      caches: run.caches,
+      onStep,
+      ...(run.onOutput !== undefined ? { onOutput: run.onOutput } : {}),
+      log: run.log,
+    },
+  );
+}
+
+/** The stages and images a stage's steps read from (COPY --from, RUN --mount=type=bind,from=). */
+function sourcesOf(stage: Stage): Extract<CopyFrom, { kind: "stage" | "image" }>[] {
+  const out: Extract<CopyFrom, { kind: "stage" | "image" }>[] = [];
+  for (const step of stage.steps) {
+    const froms =
+      step.kind === "copy"
+        ? step.ops.map((op) => op.from)
+        : step.kind === "run"
+          ? step.mounts.flatMap((m) => (m.type === "bind" && m.from !== undefined ? [m.from] : []))
+          : [];
+    for (const f of froms) if (f.kind === "stage" || f.kind === "image") out.push(f);
+  }
+  return out;
+}

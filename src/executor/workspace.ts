@@ -1,0 +1,116 @@
+import fs from "node:fs";
+import path from "node:path";
+import { z } from "zod";
+import { DigestSchema } from "../oci/digest.ts";
+import type { Layer } from "../oci/image.ts";
+import { ImageConfigSchema } from "../oci/image-config.ts";
+import { StageSchema } from "../plan/plan.ts";
+
+/**
+ * The workspace: the one folder the executor (inside the stage container, no credentials) and the pusher
+ * (outside it, the only holder of credentials) share (DESIGN decision 4). The executor reads `job.json`,
+ * the build context and the roots of the stages it copies from, and appends one JSON line per event to
+ * `events.jsonl`: each finished layer file as soon as it is written, so the pusher uploads it while the
+ * next step runs, then the stage's config or its failure. Cached layers the pusher found are in `cache/`.
+ */
+
+/** Where the workspace, the secrets and the persistent `RUN --mount=type=cache` folders are in the container. */
+export const WORKSPACE_MOUNT = "/kiln-workspace";
+export const SECRETS_MOUNT = "/kiln-secrets";
+export const CACHE_MOUNTS_MOUNT = "/kiln-cache";
+
+export const ExecutorJobSchema = z.object({
+  /** The steps still to do; the ones before ran elsewhere (their layers are in the root already). */
+  stage: StageSchema,
+  /** The config the first step starts from, history included. */
+  baseConfig: ImageConfigSchema,
+  /** The cache key before the first step (plan/cache-key.ts). */
+  cacheKey: z.string(),
+  /** Layer mtime and history time, seconds since the epoch. */
+  timestamp: z.number().int().nonnegative(),
+  dockerfile: z.boolean(),
+  /** The roots of the stages and images the steps copy or bind-mount from, by `stage:NAME` / `image:REF`. */
+  sources: z.record(z.string(), z.string()).default({}),
+});
+export type ExecutorJob = z.infer<typeof ExecutorJobSchema>;
+
+/** A layer file in the workspace; `file` is relative to it. */
+export const LayerFileSchema = z.object({
+  file: z.string(),
+  digest: DigestSchema,
+  diffId: DigestSchema,
+  size: z.number().int().nonnegative(),
+  mediaType: z.string(),
+});
+export type LayerFileRef = z.infer<typeof LayerFileSchema>;
+
+export const ExecutorEventSchema = z.discriminatedUnion("type", [
+  z.object({
+    type: z.literal("step"),
+    index: z.number().int().nonnegative(),
+    line: z.number().int().positive().optional(),
+    kind: z.string(),
+    cached: z.boolean(),
+    ms: z.number().int().nonnegative(),
+    /** The step's cache key; set on RUN steps the executor ran, whose layer the pusher may store. */
+    cacheKey: z.string().optional(),
+    layer: LayerFileSchema.optional(),
+  }),
+  z.object({ type: z.literal("done"), config: ImageConfigSchema }),
+  z.object({
+    type: z.literal("failed"),
+    message: z.string(),
+    line: z.number().int().positive().optional(),
+    exitCode: z.number().int().optional(),
+  }),
+]);
+export type ExecutorEvent = z.infer<typeof ExecutorEventSchema>;
+
+export function jobFile(workspace: string): string {
+  return path.join(workspace, "job.json");
+}
+
+export function eventsFile(workspace: string): string {
+  return path.join(workspace, "events.jsonl");
+}
+
+export function layersDir(workspace: string): string {
+  return path.join(workspace, "layers");
+}
+
+export function contextDir(workspace: string): string {
+  return path.join(workspace, "context");
+}
+
+/** A cached RUN layer the pusher put there for the executor: `cache/KEY` (the blob) and `cache/KEY.json`. */
+export function cachedLayerFile(workspace: string, key: string): string {
+  return path.join(workspace, "cache", key);
+}
+
+/** Appends one event; a line is written in one call, so a reader never sees half of it with a newline. */
+export function appendEvent(workspace: string, event: ExecutorEvent): void {
+  fs.appendFileSync(eventsFile(workspace), `${JSON.stringify(event)}\n`);
+}
+
+/** A layer file as a Layer: `open()` reads the file again on every call. */
+export function layerOf(workspace: string, ref: LayerFileRef): Layer & { readonly file: string } {
+  const file = path.join(workspace, ref.file);
+  return {
+    file,
+    digest: ref.digest,
+    diffId: ref.diffId,
+    size: ref.size,
+    mediaType: ref.mediaType,
+    open: () => fs.createReadStream(file),
+  };
+}
+
+export function layerRef(workspace: string, layer: Layer & { readonly file: string }): LayerFileRef {
+  return {
+    file: path.relative(workspace, layer.file),
+    digest: layer.digest,
+    diffId: layer.diffId,
+    size: layer.size,
+    mediaType: layer.mediaType,
+  };
+}
