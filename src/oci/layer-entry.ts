@@ -53,50 +53,84 @@ export function normalizeEntries(
   entries: readonly LayerEntry[],
   options: NormalizeOptions = {},
 ): LayerEntry[] {
-  const byPath = new Map<string, LayerEntry>();
-  for (const e of entries) {
+  const cleaned = entries.map((e) => {
     const path = cleanEntryPath(e.path);
     checkNumbers(e);
-    if (byPath.has(path)) throw new InvalidInputError(`layer entry ${JSON.stringify(path)} is given twice`);
-    if (e.type === "hardlink")
-      byPath.set(path, { ...e, path, linkTarget: cleanEntryPath(e.linkTarget ?? "") });
-    else byPath.set(path, path === e.path ? e : { ...e, path });
-  }
+    if (e.type === "hardlink") return { ...e, path, linkTarget: cleanEntryPath(e.linkTarget ?? "") };
+    return path === e.path ? e : { ...e, path };
+  });
   if (options.addParents) {
-    for (const path of [...byPath.keys()]) {
+    const paths = new Set(cleaned.map((e) => e.path));
+    for (const { path } of cleaned.slice()) {
       for (let i = path.indexOf("/"); i !== -1; i = path.indexOf("/", i + 1)) {
         const parent = path.slice(0, i);
-        if (!byPath.has(parent))
-          byPath.set(parent, { path: parent, type: "dir", mode: 0o755, uid: 0, gid: 0 });
+        if (paths.has(parent)) continue;
+        paths.add(parent);
+        cleaned.push({ path: parent, type: "dir", mode: 0o755, uid: 0, gid: 0 });
       }
     }
   }
-  return relinkHardlinks(sortEntries([...byPath.values()]));
+  // Walks and snapshots hand entries over sorted already: checking is one pass, sorting would be n log n.
+  const sorted = isSorted(cleaned) ? cleaned : sortEntries(cleaned);
+  for (let i = 1; i < sorted.length; i++) {
+    if (comparePaths(sorted[i - 1]!.path, sorted[i]!.path) === 0)
+      throw new InvalidInputError(`layer entry ${JSON.stringify(sorted[i]!.path)} is given twice`);
+  }
+  return relinkHardlinks(sorted);
 }
 
 function checkNumbers(e: LayerEntry): void {
-  const fields = { mode: e.mode, uid: e.uid, gid: e.gid, size: e.size ?? 0 } as const;
-  for (const [name, value] of Object.entries(fields)) {
-    if (!Number.isSafeInteger(value) || value < 0) {
-      throw new InvalidInputError(
-        `layer entry ${JSON.stringify(e.path)}: ${name} ${value} is not a whole number ≥ 0`,
-      );
-    }
+  const bad = (value: number) => !Number.isSafeInteger(value) || value < 0;
+  const name = bad(e.mode)
+    ? "mode"
+    : bad(e.uid)
+      ? "uid"
+      : bad(e.gid)
+        ? "gid"
+        : bad(e.size ?? 0)
+          ? "size"
+          : "";
+  if (name === "") return;
+  const value = e[name as "mode" | "uid" | "gid" | "size"];
+  throw new InvalidInputError(
+    `layer entry ${JSON.stringify(e.path)}: ${name} ${value} is not a whole number ≥ 0`,
+  );
+}
+
+function isSorted(entries: ReadonlyArray<{ readonly path: string }>): boolean {
+  for (let i = 1; i < entries.length; i++) {
+    if (comparePaths(entries[i - 1]!.path, entries[i]!.path) > 0) return false;
   }
+  return true;
 }
 
 /** Sorts by path, compared component by component in UTF-8 byte order. */
 export function sortEntries<T extends { readonly path: string }>(entries: readonly T[]): T[] {
-  const keyed = entries.map((e) => ({ e, key: pathSortKey(e.path) }));
-  keyed.sort((a, b) => Buffer.compare(a.key, b.key));
-  return keyed.map((k) => k.e);
+  return entries.toSorted((a, b) => comparePaths(a.path, b.path));
 }
 
-/** `/` becomes NUL so that "a" and everything below it sorts before "a-b", as a sorted walk visits them. */
-function pathSortKey(path: string): Buffer {
-  const key = Buffer.from(path, "utf8");
-  for (let i = 0; i < key.length; i++) if (key[i] === 0x2f) key[i] = 0;
-  return key;
+const SLASH = 0x2f;
+const SURROGATES = 0xd800;
+const isHighSurrogate = (c: number) => c >= SURROGATES && c < 0xdc00;
+
+/**
+ * Orders paths as their UTF-8 bytes with `/` taken as the lowest byte, so that "a" and everything below it
+ * sorts before "a-b", as a sorted walk visits them. Below U+D800, UTF-16 code units order as UTF-8 bytes
+ * do, so nearly every comparison needs no encoding.
+ */
+export function comparePaths(a: string, b: string): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    const x = a.charCodeAt(i);
+    const y = b.charCodeAt(i);
+    if (x === y) continue;
+    if (x === SLASH) return -1;
+    if (y === SLASH) return 1;
+    if (x < SURROGATES && y < SURROGATES) return x - y;
+    const from = i > 0 && isHighSurrogate(a.charCodeAt(i - 1)) ? i - 1 : i; // whole code points only
+    return Buffer.compare(Buffer.from(a.slice(from), "utf8"), Buffer.from(b.slice(from), "utf8"));
+  }
+  return a.length - b.length;
 }
 
 /** Matches every path cleanEntryPath would change or refuse: the rest, nearly all, are returned as they are. */

@@ -1,6 +1,6 @@
 import fs from "node:fs";
 import path from "node:path";
-import { cleanEntryPath, type EntryType, type LayerEntry, sortEntries } from "./layer-entry.ts";
+import { cleanEntryPath, comparePaths, type EntryType, type LayerEntry } from "./layer-entry.ts";
 
 export interface WalkTreeOptions {
   /** Where the tree lands in the layer, e.g. `app`; the root directory itself becomes that entry. */
@@ -14,8 +14,9 @@ export interface WalkTreeOptions {
 
 /**
  * The entries for a directory tree: lstat only (symlinks are entries, never followed), real modes and
- * owners unless overridden, hardlinks found by (device, inode), sockets skipped. Sorted, so the result
- * depends only on the tree's content, not on readdir or creation order; mtimes are not read at all.
+ * owners unless overridden, hardlinks found by (device, inode), sockets skipped. Sorted (each directory's
+ * names are, and the walk is depth first, which is layer order), so the result depends only on the tree's
+ * content, not on readdir or creation order; mtimes are not read at all.
  *
  * Extended attributes are not read: Node has no xattr API. Callers that need them (file capabilities) set
  * `xattrs` on the entries.
@@ -31,10 +32,11 @@ export function walkTree(root: string, options: WalkTreeOptions = {}): LayerEntr
     if (type === undefined) return;
     if (rel !== "") found.push(entryOf(abs, rel, type, st, options));
     if (type !== "dir") return;
-    for (const name of fs.readdirSync(abs)) visit(`${abs}/${name}`, rel === "" ? name : `${rel}/${name}`);
+    for (const name of fs.readdirSync(abs).sort(comparePaths))
+      visit(`${abs}/${name}`, rel === "" ? name : `${rel}/${name}`);
   };
   visit(path.resolve(root), prefix);
-  return linkHardlinks(sortEntries(found));
+  return linkHardlinks(found);
 }
 
 function entryType(st: fs.Stats): EntryType | undefined {
@@ -55,28 +57,30 @@ function entryOf(
   o: WalkTreeOptions,
 ): LayerEntry & { readonly inode?: string } {
   const own = st.mode & 0o7777;
-  const base = {
-    path: rel,
-    type,
-    mode: type === "symlink" ? own : (o.chmod ?? own),
-    uid: o.uid ?? st.uid,
-    gid: o.gid ?? st.gid,
-  };
+  const mode = type === "symlink" ? own : (o.chmod ?? own);
+  const uid = o.uid ?? st.uid;
+  const gid = o.gid ?? st.gid;
+  // One object literal per entry, no spreads: a walk makes tens of thousands of them.
   switch (type) {
     case "file":
-      return {
-        ...base,
-        size: st.size,
-        content: abs,
-        ...(st.nlink > 1 ? { inode: inodeKey(abs) } : {}),
-      };
+      if (st.nlink > 1)
+        return { path: rel, type, mode, uid, gid, size: st.size, content: abs, inode: inodeKey(abs) };
+      return { path: rel, type, mode, uid, gid, size: st.size, content: abs };
     case "symlink":
-      return { ...base, linkTarget: fs.readlinkSync(abs) };
+      return { path: rel, type, mode, uid, gid, linkTarget: fs.readlinkSync(abs) };
     case "char":
     case "block":
-      return { ...base, devMajor: major(BigInt(st.rdev)), devMinor: minor(BigInt(st.rdev)) };
+      return {
+        path: rel,
+        type,
+        mode,
+        uid,
+        gid,
+        devMajor: major(BigInt(st.rdev)),
+        devMinor: minor(BigInt(st.rdev)),
+      };
     default:
-      return base;
+      return { path: rel, type, mode, uid, gid };
   }
 }
 

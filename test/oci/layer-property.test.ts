@@ -7,7 +7,12 @@ import { test } from "node:test";
 import { gunzipSync } from "node:zlib";
 import fc from "fast-check";
 import tar from "tar-stream";
-import { type EntryType, type LayerEntry, TAR_STREAM_TYPES } from "../../src/oci/layer-entry.ts";
+import {
+  comparePaths,
+  type EntryType,
+  type LayerEntry,
+  TAR_STREAM_TYPES,
+} from "../../src/oci/layer-entry.ts";
 import { writeLayer } from "../../src/oci/layer-writer.ts";
 import { pythonTarEntries, tempDir } from "../helpers/layer-fixtures.ts";
 
@@ -154,5 +159,29 @@ test("random layers read back the same with tar-stream and with Python's tarfile
       }
     }),
     { numRuns: 30 },
+  );
+});
+
+/** The order GNU tar's `--sort=name` walk writes: UTF-8 bytes, `/` lower than any other byte. */
+function byteOrder(a: string, b: string): number {
+  const key = (p: string) => Buffer.from(p.replaceAll("/", "\0"), "utf8");
+  return Math.sign(Buffer.compare(key(a), key(b)));
+}
+
+test("paths compare as their UTF-8 bytes with / lowest, surrogate pairs and private-use letters too", () => {
+  const path = fc
+    .array(fc.constantFrom("a", "b", "-", "/", "é", "日", "\uffff", "\ue000", "🎉", "🎊", "𝄞", "\ud83c"), {
+      maxLength: 8,
+    })
+    .map((parts) => parts.join(""));
+  fc.assert(
+    fc.property(path, path, (a, b) => {
+      assert.equal(
+        Math.sign(comparePaths(a, b)),
+        byteOrder(a, b),
+        `${JSON.stringify(a)} vs ${JSON.stringify(b)}`,
+      );
+    }),
+    { numRuns: 2000 },
   );
 });
