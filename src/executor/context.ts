@@ -1,5 +1,5 @@
 import { existsSync, lstatSync, readdirSync, readFileSync, readlinkSync, type Stats } from "node:fs";
-import { join } from "node:path";
+import { join, posix } from "node:path";
 import dockerignore from "@balena/dockerignore";
 import { InvalidInputError, NotFoundError } from "../errors.ts";
 import { type EscapePolicy, resolveInRoot } from "../oci/root-path.ts";
@@ -35,7 +35,8 @@ export class BuildContext {
   readonly root: string;
   readonly keepOwners: boolean;
   readonly #ignore: Matcher;
-  readonly #hasExceptions: boolean;
+  /** The `!` patterns, cleaned as Docker cleans them, without the `!`. */
+  readonly #exceptions: readonly string[];
   readonly #policy: EscapePolicy;
   readonly #name: string;
 
@@ -47,7 +48,10 @@ export class BuildContext {
     this.#policy = options.policy ?? "strict";
     this.#name = options.name ?? "the build context";
     this.#ignore = newMatcher(ignorePatterns);
-    this.#hasExceptions = ignorePatterns.some((p) => p.trim().startsWith("!"));
+    this.#exceptions = ignorePatterns
+      .map((p) => p.trim())
+      .filter((p) => p.startsWith("!"))
+      .map((p) => posix.normalize(p.slice(1).trim()).replace(/^\/+/, "").replace(/^\.\//, ""));
   }
 
   /** Opens a context and reads its `.dockerignore` (or the given ignore file) if present. */
@@ -145,8 +149,7 @@ export class BuildContext {
         (path !== "" && this.isIgnored(path)) || (sub !== "" && excluded?.ignores(sub) === true);
       if (!dropped) out.push({ path, stats });
       if (!stats.isDirectory()) return;
-      // A dropped directory is walked only when an exception pattern may re-include something below it.
-      if (dropped && !this.#hasExceptions) return;
+      if (dropped && !this.#exceptionsBelow(path)) return;
       for (const name of readdirSync(join(this.root, path)).sort()) {
         visit(path === "" ? name : `${path}/${name}`, sub === "" ? name : `${sub}/${name}`);
       }
@@ -156,9 +159,19 @@ export class BuildContext {
   }
 
   #mayHoldException(dir: string, name: string): boolean {
-    if (!this.#hasExceptions) return false;
-    const st = statOrUndefined(join(this.root, dir, name));
+    const rel = dir === "" ? name : `${dir}/${name}`;
+    if (!this.#exceptionsBelow(rel)) return false;
+    const st = statOrUndefined(join(this.root, rel));
     return st?.isDirectory() === true;
+  }
+
+  /**
+   * Whether an excluded directory is walked: as Docker's walker (fsutil), only when an exception pattern
+   * starts with the directory's path. An exception under `scripts/` with `**` in it does not reach into an
+   * excluded `scripts/__pycache__`.
+   */
+  #exceptionsBelow(dir: string): boolean {
+    return this.#exceptions.some((p) => `${p}/`.startsWith(`${dir}/`));
   }
 }
 

@@ -56,6 +56,8 @@ export async function runStepProcess(step: RunStep, o: StepProcessOptions): Prom
   const cwd = step.workdir === "" ? "/" : step.workdir;
   fs.mkdirSync(path.join(o.rootfs, resolveInRootfs(o.rootfs, cwd)), { recursive: true, mode: 0o755 });
   const env = step.env.some((e) => e.startsWith("PATH=")) ? [...step.env] : [...step.env, DEFAULT_PATH];
+  // As runc: HOME is the user's home from the root's passwd unless the step sets it.
+  if (!env.some((e) => e.startsWith("HOME="))) env.push(`HOME=${user.home}`);
   const stubs = new MountPoints(path.resolve(o.rootfs));
   const scratch = fs.mkdtempSync(path.join(o.scratch, "step-"));
   try {

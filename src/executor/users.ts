@@ -8,12 +8,15 @@ export interface ExecUser {
   readonly uid: number;
   readonly gid: number;
   readonly additionalGids: readonly number[];
+  /** The user's home directory from passwd, "/" for a user passwd lacks; runc sets HOME to it when unset. */
+  readonly home: string;
 }
 
 interface PasswdEntry {
   readonly name: string;
   readonly uid: number;
   readonly gid: number;
+  readonly home: string;
 }
 
 interface GroupEntry {
@@ -38,7 +41,7 @@ export function resolveUser(rootfs: string, spec: string): ExecUser {
   const groupArg = colon === -1 ? undefined : spec.slice(colon + 1);
   const passwd = parseEntries<PasswdEntry>(readEtc(rootfs, "passwd"), 7, (f) =>
     NUMERIC.test(f[2]!) && NUMERIC.test(f[3]!)
-      ? { name: f[0]!, uid: Number(f[2]), gid: Number(f[3]) }
+      ? { name: f[0]!, uid: Number(f[2]), gid: Number(f[3]), home: f[5] || "/" }
       : undefined,
   );
   const groups = parseEntries<GroupEntry>(readEtc(rootfs, "group"), 4, (f) =>
@@ -56,6 +59,7 @@ export function resolveUser(rootfs: string, spec: string): ExecUser {
     throw new InvalidInputError(`unable to find user ${wanted}: no matching entries in passwd file`);
   }
   const uid = found?.uid ?? Number(wanted);
+  const home = found?.home ?? "/";
 
   if (groupArg !== undefined && groupArg !== "") {
     const group =
@@ -64,12 +68,12 @@ export function resolveUser(rootfs: string, spec: string): ExecUser {
     if (group === undefined && !NUMERIC.test(groupArg)) {
       throw new InvalidInputError(`unable to find group ${groupArg}: no matching entries in group file`);
     }
-    return { uid, gid: group?.gid ?? Number(groupArg), additionalGids: [] };
+    return { uid, gid: group?.gid ?? Number(groupArg), additionalGids: [], home };
   }
   const name = found?.name;
   const additionalGids =
     name === undefined ? [] : groups.filter((g) => g.members.includes(name)).map((g) => g.gid);
-  return { uid, gid: found?.gid ?? 0, additionalGids };
+  return { uid, gid: found?.gid ?? 0, additionalGids, home };
 }
 
 /** An /etc file of the root, read through the root's symlinks; "" when it has none. */

@@ -17,26 +17,30 @@ import { type CorpusCase, stageCase } from "./corpus.ts";
 /**
  * kiln as a builder under test for the conformance corpus: `bin/kiln build -f` on a staged copy of the
  * case (the oracle builds the same staged files), pulling Docker Hub names through the oracle's mirror.
+ * Stages with RUN run under runc, so this needs root on Linux.
  */
 
 const repoRoot = resolve(import.meta.dirname, "..", "..");
 const KILN = join(repoRoot, "bin", "kiln");
 
 export type KilnOutcome =
-  | { readonly kind: "image"; readonly layout: string; readonly seconds: number }
+  | { readonly kind: "image"; readonly layout: string; readonly seconds: number; readonly stderr: string }
   | {
       readonly kind: "failure";
       readonly stderr: string;
       readonly line: number | undefined;
       readonly seconds: number;
-    }
-  /** The stages built hold a RUN at `line`: the case waits for the RUN executor. */
-  | { readonly kind: "needs-run"; readonly line: number };
+    };
+
+export interface KilnBuildOptions {
+  /** More `kiln build` arguments (`--cache-repo`, `--push`). */
+  readonly args?: readonly string[];
+}
 
 export interface KilnBuilder {
-  /** Compiles the case; a plan with RUN is not built. */
+  /** Compiles the case: its first RUN in the stages built, or the error at its line. */
   plan(c: CorpusCase): Promise<{ run: Step | undefined } | { error: DockerfileError }>;
-  build(c: CorpusCase): Promise<KilnOutcome>;
+  build(c: CorpusCase, options?: KilnBuildOptions): Promise<KilnOutcome>;
   close(): Promise<void>;
 }
 
@@ -71,11 +75,7 @@ export async function createKilnBuilder(mirror: string): Promise<KilnBuilder> {
   };
   return {
     plan,
-    build: async (c) => {
-      const compiled = await plan(c);
-      if ("run" in compiled && compiled.run !== undefined) {
-        return { kind: "needs-run", line: compiled.run.line ?? 0 };
-      }
+    build: async (c, options = {}) => {
       const dir = await mkdtemp(join(work, `${c.name}-`));
       const staged = await stageCase(c, join(dir, "case"));
       const layout = join(dir, "oci");
@@ -91,6 +91,7 @@ export async function createKilnBuilder(mirror: string): Promise<KilnBuilder> {
         "linux/amd64",
         "--output",
         `oci:${layout}:latest`,
+        ...(options.args ?? []),
       ];
       for (const [k, v] of Object.entries(c.spec.buildArgs ?? {})) args.push("--build-arg", `${k}=${v}`);
       if (c.spec.target !== undefined) args.push("--target", c.spec.target);
@@ -98,7 +99,7 @@ export async function createKilnBuilder(mirror: string): Promise<KilnBuilder> {
       const started = performance.now();
       const r = await runKiln(args);
       const seconds = (performance.now() - started) / 1000;
-      if (r.code === 0) return { kind: "image", layout, seconds };
+      if (r.code === 0) return { kind: "image", layout, seconds, stderr: r.stderr };
       const m = /Dockerfile:(\d+):/.exec(r.stderr);
       return { kind: "failure", stderr: r.stderr, line: m ? Number(m[1]) : undefined, seconds };
     },
