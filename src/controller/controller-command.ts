@@ -8,7 +8,8 @@ import { Controller, type ControllerOptions } from "./controller.ts";
 
 const USAGE = `usage: kiln controller --builder-image IMAGE [--kubeconfig FILE] [--namespace NS] [--workers N]
        [--max-builds N] [--max-builds-per-namespace N] [--max-attempts N] [--port PORT]
-       [--lease-namespace NS] [--lease-name NAME] [--no-leader-election] [--service-account NAME]`;
+       [--lease-namespace NS] [--lease-name NAME] [--lease-duration-seconds N] [--no-leader-election]
+       [--service-account NAME] [--image-pull-policy POLICY]`;
 
 const positive = (name: string, v: string | undefined, dflt: number): number => {
   if (v === undefined) return dflt;
@@ -38,6 +39,7 @@ export function parseControllerArgs(args: readonly string[]): {
         port: { type: "string" },
         "lease-namespace": { type: "string" },
         "lease-name": { type: "string" },
+        "lease-duration-seconds": { type: "string" },
         "no-leader-election": { type: "boolean" },
         "service-account": { type: "string" },
         "image-pull-policy": { type: "string" },
@@ -78,6 +80,12 @@ export function parseControllerArgs(args: readonly string[]): {
               "default",
             name: (v["lease-name"] as string | undefined) ?? "kiln-controller",
             identity: `${hostname()}_${randomBytes(4).toString("hex")}`,
+            leaseDurationMs:
+              1000 *
+              Math.max(
+                1,
+                positive("lease-duration-seconds", v["lease-duration-seconds"] as string | undefined, 15),
+              ),
           },
         }),
   };

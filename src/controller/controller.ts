@@ -23,7 +23,13 @@ export interface ControllerOptions {
   /** Pods a stage may get in all: the first and its retries after transient failures. */
   readonly maxAttempts: number;
   /** The Lease to hold before doing anything; no election when absent (one replica). */
-  readonly leaderElection?: { readonly namespace: string; readonly name: string; readonly identity: string };
+  readonly leaderElection?: {
+    readonly namespace: string;
+    readonly name: string;
+    readonly identity: string;
+    /** How long a claim lasts (client-go's 15 s by default); renewal and retry periods scale with it. */
+    readonly leaseDurationMs?: number;
+  };
   /** Port of /metrics, /healthz and /readyz (0: any free port). */
   readonly port: number;
   readonly host?: string;
@@ -68,11 +74,12 @@ export class Controller {
       onChange: (pod, verb) => this.#onPod(pod, verb),
     });
     if (opts.leaderElection !== undefined) {
+      const leaseDurationMs = opts.leaderElection.leaseDurationMs ?? 15_000;
       this.#elector = new LeaderElector(this.client, {
         ...opts.leaderElection,
-        leaseDurationMs: 15_000,
-        renewDeadlineMs: 10_000,
-        retryPeriodMs: 2_000,
+        leaseDurationMs,
+        renewDeadlineMs: Math.round((leaseDurationMs * 2) / 3),
+        retryPeriodMs: Math.round(leaseDurationMs / 7.5),
         log,
       });
     }

@@ -1,0 +1,246 @@
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { suite, test } from "node:test";
+import type { V1Pod } from "@kubernetes/client-node";
+import type { ImageBuild } from "../../src/api/image-build.ts";
+import { imageBuildsPath } from "../../src/kube/resources.ts";
+import { skopeo } from "../helpers/skopeo.ts";
+import {
+  type Cluster,
+  cluster,
+  createImageBuild,
+  createPushSecret,
+  getImageBuild,
+  layersSpec,
+  listPods,
+  namespace,
+  startController,
+  waitFor,
+} from "./harness.ts";
+
+// The controller against the real test cluster: `kiln controller` processes, stage pods running the kiln
+// image built from this checkout, the registry the pods push to. Each test has its own namespace and
+// controller(s), so the tests run side by side.
+
+/** The manifest digest the registry holds for `ref`, computed here from its bytes. */
+async function registryDigest(ref: string): Promise<string> {
+  const raw = await skopeo("inspect", "--raw", "--tls-verify=false", `docker://${ref}`);
+  return `sha256:${createHash("sha256").update(raw).digest("hex")}`;
+}
+
+async function phaseOf(c: Cluster, ns: string, name: string, phase: string, generation = 1) {
+  return waitFor(`${ns}/${name} to reach ${phase}`, async () => {
+    const ib = await getImageBuild(c, ns, name);
+    return ib?.status?.phase === phase && ib.status.observedGeneration === generation ? ib : undefined;
+  });
+}
+
+/** Watches the namespace's pods by polling; every pod uid ever seen, by name. */
+function podHistory(c: Cluster, ns: string, t: { after(fn: () => void): void }) {
+  const seen = new Map<string, Set<string>>();
+  let stopped = false;
+  const poll = async () => {
+    while (!stopped) {
+      for (const p of await listPods(c, ns).catch(() => [] as V1Pod[])) {
+        const name = p.metadata!.name!;
+        if (!seen.has(name)) seen.set(name, new Set());
+        seen.get(name)!.add(p.metadata!.uid!);
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  };
+  void poll();
+  t.after(() => {
+    stopped = true;
+  });
+  return seen;
+}
+
+async function eventReasons(c: Cluster, ns: string): Promise<string[]> {
+  const list = await c.client.request<{ items: { reason: string; message: string }[] }>(
+    "GET",
+    `/api/v1/namespaces/${ns}/events`,
+    {
+      query: { fieldSelector: "involvedObject.kind=ImageBuild" },
+    },
+  );
+  return list.items.map((e) => e.reason);
+}
+
+suite("controller on the test cluster", { concurrency: true, timeout: 400_000 }, () => {
+  test("an ImageBuild reaches Succeeded with the digest the registry holds; the secret reaches only the pusher", async (t) => {
+    const c = await cluster();
+    const ns = await namespace(c, t);
+    const secret = await createPushSecret(c, ns);
+    const ctl = startController(c, ns, t);
+    await ctl.reconciling;
+    const spec = layersSpec(c, `e2e/${ns}/ok`, { "hello.txt": "hello\n" }, {});
+    (spec as { output: object }).output = {
+      ...(spec as { output: object }).output,
+      pushSecretRef: { name: secret },
+      tags: ["extra"],
+    };
+    await createImageBuild(c, ns, "ok", spec);
+    const ib = await phaseOf(c, ns, "ok", "Succeeded");
+    const repo = `${c.env.KILN_TEST_REGISTRY}/e2e/${ns}/ok`;
+    const digest = await registryDigest(`${repo}:v1`);
+    assert.equal(ib.status?.digest, digest);
+    assert.equal(ib.status?.image, `${repo}@${digest}`);
+    assert.equal(await registryDigest(`${repo}:extra`), digest);
+    assert.deepEqual(ib.status?.platforms, [{ platform: "linux/amd64", digest }]);
+    assert.deepEqual(
+      ib.status?.conditions?.map((x) => [x.type, x.status, x.reason]),
+      [
+        ["Succeeded", "True", "Succeeded"],
+        ["Ready", "True", "Succeeded"],
+      ],
+    );
+    const [stage] = ib.status?.stages ?? [];
+    assert.equal(stage?.digest, digest);
+    assert.deepEqual(
+      stage?.steps?.map((s) => [s.line, s.instruction, s.cached]),
+      [[1, "COPY hello.txt /data/hello.txt", false]],
+    );
+    // The layer in status is the one in the pushed manifest, on top of busybox's.
+    const manifest = JSON.parse(
+      await skopeo("inspect", "--raw", "--tls-verify=false", `docker://${repo}:v1`),
+    );
+    assert.equal(stage?.steps?.[0]?.layerDigest, manifest.layers.at(-1).digest);
+
+    const pods = await listPods(c, ns);
+    assert.deepEqual(
+      pods.map((p) => p.metadata?.name),
+      [stage?.podName],
+    );
+    const pod = pods[0]!;
+    assert.equal(pod.spec?.automountServiceAccountToken, false);
+    const mounts = (name: string) =>
+      [...(pod.spec?.initContainers ?? []), ...(pod.spec?.containers ?? [])]
+        .find((x) => x.name === name)
+        ?.volumeMounts?.map((m) => m.name);
+    assert.deepEqual(mounts("executor"), ["job", "work"]);
+    assert.deepEqual(mounts("pusher"), ["job", "work", "push-secret"]);
+    assert.deepEqual(
+      pod.metadata?.ownerReferences?.map((o) => [o.kind, o.name, o.uid]),
+      [["ImageBuild", "ok", ib.metadata.uid]],
+    );
+    const reasons = await eventReasons(c, ns);
+    for (const r of ["Scheduled", "StageSucceeded", "Pushed"])
+      assert.ok(reasons.includes(r), `event ${r} in ${reasons}`);
+  });
+
+  test("two controllers and a killed leader: one leads at a time, exactly one pod, the build finishes", {
+    timeout: 180_000,
+  }, async (t) => {
+    const c = await cluster();
+    const ns = await namespace(c, t);
+    const pods = podHistory(c, ns, t);
+    const a = startController(c, ns, t, ["--lease-namespace", ns]);
+    await a.reconciling;
+    const b = startController(c, ns, t, ["--lease-namespace", ns]);
+    await createImageBuild(c, ns, "ha", layersSpec(c, `e2e/${ns}/ha`, { "a.txt": "a\n" }));
+    await waitFor("the stage pod", async () => pods.size > 0);
+    await a.kill(); // mid-build, holding the lease
+    await b.reconciling; // takes over once the lease expires
+    const ib = await phaseOf(c, ns, "ha", "Succeeded");
+    assert.equal(ib.status?.digest, await registryDigest(`${c.env.KILN_TEST_REGISTRY}/e2e/${ns}/ha:v1`));
+    assert.deepEqual(
+      [...pods.entries()].map(([name, uids]) => [name, uids.size]),
+      [[ib.status?.stages?.[0]?.podName, 1]],
+    );
+    // A restarted controller is a standby now and changes nothing.
+    const a2 = startController(c, ns, t, ["--lease-namespace", ns]);
+    await new Promise((r) => setTimeout(r, 2000));
+    assert.ok(
+      !a2.logs.some((l) => l.msg === "Caches synced; reconciling"),
+      "a2 must not lead while b renews",
+    );
+    assert.equal(pods.size, 1);
+  });
+
+  test("a spec change mid-build cancels the running pod and builds the new spec", async (t) => {
+    const c = await cluster();
+    const ns = await namespace(c, t);
+    const pods = podHistory(c, ns, t);
+    const ctl = startController(c, ns, t);
+    await ctl.reconciling;
+    await createImageBuild(c, ns, "change", layersSpec(c, `e2e/${ns}/change`, { "v.txt": "one\n" }));
+    const first = await waitFor("the first pod", async () => [...pods.keys()][0]);
+    await c.client.request("PATCH", `${imageBuildsPath(ns)}/change`, {
+      body: { spec: { source: { inline: { files: { "v.txt": "two\n" } } } } },
+      contentType: "application/merge-patch+json",
+    });
+    const ib = await phaseOf(c, ns, "change", "Succeeded", 2);
+    const podName = ib.status?.stages?.[0]?.podName;
+    assert.notEqual(podName, first);
+    const now = (await listPods(c, ns)).map((p) => [
+      p.metadata?.name,
+      p.metadata?.labels?.["kiln.dev/generation"],
+    ]);
+    assert.deepEqual(now, [[podName, "2"]]); // the first generation's pod is gone
+    assert.equal(ib.status?.digest, await registryDigest(`${c.env.KILN_TEST_REGISTRY}/e2e/${ns}/change:v1`));
+    assert.ok((await eventReasons(c, ns)).includes("Cancelled"));
+  });
+
+  test("deleting an ImageBuild mid-build removes its pods, then the finalizer lets it go", async (t) => {
+    const c = await cluster();
+    const ns = await namespace(c, t);
+    const pods = podHistory(c, ns, t);
+    const ctl = startController(c, ns, t);
+    await ctl.reconciling;
+    await createImageBuild(c, ns, "gone", layersSpec(c, `e2e/${ns}/gone`, { "g.txt": "g\n" }));
+    await waitFor("the pod", async () => pods.size > 0);
+    const ib = (await getImageBuild(c, ns, "gone")) as ImageBuild;
+    assert.deepEqual(ib.metadata.finalizers, ["kiln.dev/cleanup"]);
+    await c.client.request("DELETE", `${imageBuildsPath(ns)}/gone`);
+    await waitFor(
+      "the ImageBuild to go",
+      async () => (await getImageBuild(c, ns, "gone")) === undefined,
+      60_000,
+    );
+    await waitFor("its pods to go", async () => (await listPods(c, ns)).length === 0, 60_000);
+  });
+
+  test("a COPY of a missing path ends Failed with the message and line in status.failure", async (t) => {
+    const c = await cluster();
+    const ns = await namespace(c, t);
+    const ctl = startController(c, ns, t);
+    await ctl.reconciling;
+    const spec = layersSpec(c, `e2e/${ns}/bad`, { "present.txt": "x\n" });
+    (spec as { layers: { layers: object[] } }).layers.layers.push({
+      files: [{ src: "missing.txt", dest: "/m" }],
+    });
+    await createImageBuild(c, ns, "bad", spec);
+    const ib = await phaseOf(c, ns, "bad", "Failed");
+    const f = ib.status?.failure;
+    assert.equal(f?.reason, "StepFailed");
+    assert.equal(f?.stage, "image");
+    assert.equal(f?.line, 2);
+    assert.match(f?.message ?? "", /missing\.txt/);
+    assert.deepEqual(
+      ib.status?.conditions?.map((x) => [x.type, x.status, x.reason]),
+      [
+        ["Succeeded", "False", "StepFailed"],
+        ["Ready", "False", "StepFailed"],
+      ],
+    );
+    assert.ok((await eventReasons(c, ns)).includes("Failed"));
+  });
+
+  test("a stage pod deleted by hand mid-build is created again and the build succeeds", async (t) => {
+    const c = await cluster();
+    const ns = await namespace(c, t);
+    const pods = podHistory(c, ns, t);
+    const ctl = startController(c, ns, t);
+    await ctl.reconciling;
+    await createImageBuild(c, ns, "retry", layersSpec(c, `e2e/${ns}/retry`, { "r.txt": "r\n" }));
+    const name = await waitFor("the pod", async () => [...pods.keys()][0]);
+    await c.client.request("DELETE", `/api/v1/namespaces/${ns}/pods/${name}`, {
+      body: { gracePeriodSeconds: 0 },
+    });
+    const ib = await phaseOf(c, ns, "retry", "Succeeded");
+    assert.equal(pods.get(name)?.size, 2); // the same name, a second pod
+    assert.deepEqual(JSON.parse(ib.metadata.annotations?.["kiln.dev/attempts"] ?? "{}")[name]?.[0], 2);
+    assert.equal(ib.status?.digest, await registryDigest(`${c.env.KILN_TEST_REGISTRY}/e2e/${ns}/retry:v1`));
+  });
+});
