@@ -106,7 +106,7 @@ export async function runBuild(args: readonly string[], config: Config, log: Log
               reg,
             );
       digest = d.digest;
-      log.info({ ref: target, digest: d.digest }, "Pushed image");
+      log.info({ ref: target, digest: d.digest, blobsUploaded: reg.stats.blobsUploaded }, "Pushed image");
     }
     if (opts.digestFile !== undefined && digest !== undefined)
       await writeFile(opts.digestFile, `${digest}\n`);
