@@ -52,8 +52,8 @@ export async function runExecutorCommand(args: readonly string[], log: Logger): 
       },
     });
     return 0;
-  } catch (err) {
-    log.error({ err }, "Stage failed");
+  } catch {
+    // The failed event describes it; whoever started the executor reports it once, with its line.
     return 1;
   }
 }
