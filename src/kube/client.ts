@@ -80,6 +80,9 @@ export class KubeClient {
         ...(this.kubeConfig.getCurrentCluster()?.skipTLSVerify ? { rejectUnauthorized: false } : {}),
       },
       keepAliveTimeout: 30_000,
+      // A request the API server never answers must not stall a worker or a lease renewal for minutes.
+      headersTimeout: 30_000,
+      bodyTimeout: 30_000,
     });
     const url = new URL(this.server + path);
     for (const [k, v] of Object.entries(options.query ?? {})) if (v !== undefined) url.searchParams.set(k, v);

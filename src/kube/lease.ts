@@ -131,7 +131,11 @@ export class LeaderElector {
     if (holder !== this.#o.identity && !expired) return false;
     const next: LeaseSpec =
       holder === this.#o.identity
-        ? { ...spec, ...mine, acquireTime: spec.acquireTime ?? mine.acquireTime }
+        ? {
+            ...mine,
+            acquireTime: spec.acquireTime ?? mine.acquireTime,
+            leaseTransitions: spec.leaseTransitions ?? 0,
+          }
         : { ...mine, leaseTransitions: (spec.leaseTransitions ?? 0) + 1 };
     return this.#write("PUT", { ...current, spec: next });
   }

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { suite, test } from "node:test";
+import { suite, type TestContext, test } from "node:test";
 import type { V1Pod } from "@kubernetes/client-node";
 import type { ImageBuild } from "../../src/api/image-build.ts";
 import { imageBuildsPath } from "../../src/kube/resources.ts";
@@ -56,6 +56,16 @@ function podHistory(c: Cluster, ns: string, t: { after(fn: () => void): void }) 
   return seen;
 }
 
+/** A namespace of its own with a controller reconciling in it, and the history of its pods. */
+async function started(t: TestContext) {
+  const c = await cluster();
+  const ns = await namespace(c, t);
+  const pods = podHistory(c, ns, t);
+  const ctl = startController(c, ns, t);
+  await ctl.reconciling;
+  return { c, ns, pods };
+}
+
 async function eventReasons(c: Cluster, ns: string): Promise<string[]> {
   const list = await c.client.request<{ items: { reason: string; message: string }[] }>(
     "GET",
@@ -69,11 +79,8 @@ async function eventReasons(c: Cluster, ns: string): Promise<string[]> {
 
 suite("controller on the test cluster", { concurrency: true, timeout: 400_000 }, () => {
   test("an ImageBuild reaches Succeeded with the digest the registry holds; the secret reaches only the pusher", async (t) => {
-    const c = await cluster();
-    const ns = await namespace(c, t);
+    const { c, ns } = await started(t);
     const secret = await createPushSecret(c, ns);
-    const ctl = startController(c, ns, t);
-    await ctl.reconciling;
     const spec = layersSpec(c, `e2e/${ns}/ok`, { "hello.txt": "hello\n" }, {});
     (spec as { output: object }).output = {
       ...(spec as { output: object }).output,
@@ -159,11 +166,7 @@ suite("controller on the test cluster", { concurrency: true, timeout: 400_000 },
   });
 
   test("a spec change mid-build cancels the running pod and builds the new spec", async (t) => {
-    const c = await cluster();
-    const ns = await namespace(c, t);
-    const pods = podHistory(c, ns, t);
-    const ctl = startController(c, ns, t);
-    await ctl.reconciling;
+    const { c, ns, pods } = await started(t);
     await createImageBuild(c, ns, "change", layersSpec(c, `e2e/${ns}/change`, { "v.txt": "one\n" }));
     const first = await waitFor("the first pod", async () => [...pods.keys()][0]);
     await c.client.request("PATCH", `${imageBuildsPath(ns)}/change`, {
@@ -183,11 +186,7 @@ suite("controller on the test cluster", { concurrency: true, timeout: 400_000 },
   });
 
   test("deleting an ImageBuild mid-build removes its pods, then the finalizer lets it go", async (t) => {
-    const c = await cluster();
-    const ns = await namespace(c, t);
-    const pods = podHistory(c, ns, t);
-    const ctl = startController(c, ns, t);
-    await ctl.reconciling;
+    const { c, ns, pods } = await started(t);
     await createImageBuild(c, ns, "gone", layersSpec(c, `e2e/${ns}/gone`, { "g.txt": "g\n" }));
     await waitFor("the pod", async () => pods.size > 0);
     const ib = (await getImageBuild(c, ns, "gone")) as ImageBuild;
@@ -202,10 +201,7 @@ suite("controller on the test cluster", { concurrency: true, timeout: 400_000 },
   });
 
   test("a COPY of a missing path ends Failed with the message and line in status.failure", async (t) => {
-    const c = await cluster();
-    const ns = await namespace(c, t);
-    const ctl = startController(c, ns, t);
-    await ctl.reconciling;
+    const { c, ns } = await started(t);
     const spec = layersSpec(c, `e2e/${ns}/bad`, { "present.txt": "x\n" });
     (spec as { layers: { layers: object[] } }).layers.layers.push({
       files: [{ src: "missing.txt", dest: "/m" }],
@@ -228,11 +224,7 @@ suite("controller on the test cluster", { concurrency: true, timeout: 400_000 },
   });
 
   test("a stage pod deleted by hand mid-build is created again and the build succeeds", async (t) => {
-    const c = await cluster();
-    const ns = await namespace(c, t);
-    const pods = podHistory(c, ns, t);
-    const ctl = startController(c, ns, t);
-    await ctl.reconciling;
+    const { c, ns, pods } = await started(t);
     await createImageBuild(c, ns, "retry", layersSpec(c, `e2e/${ns}/retry`, { "r.txt": "r\n" }));
     const name = await waitFor("the pod", async () => [...pods.keys()][0]);
     await c.client.request("DELETE", `/api/v1/namespaces/${ns}/pods/${name}`, {
