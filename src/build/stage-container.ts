@@ -14,6 +14,7 @@ import {
   jobFile,
   layerOf,
   SECRETS_MOUNT,
+  validated,
   WORKSPACE_MOUNT,
 } from "../executor/workspace.ts";
 import type { Logger } from "../log.ts";
@@ -174,7 +175,7 @@ class EventTail {
       }
       const lines = this.#rest.split("\n");
       this.#rest = lines.pop() ?? "";
-      for (const line of lines) if (line !== "") out.push(ExecutorEventSchema.parse(JSON.parse(line)));
+      for (const line of lines) if (line !== "") out.push(validated(ExecutorEventSchema, JSON.parse(line)));
       return out;
     } finally {
       fs.closeSync(fd);

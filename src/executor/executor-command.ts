@@ -3,7 +3,7 @@ import { parseArgs } from "node:util";
 import { describeError, InvalidInputError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { executeStage } from "./stage-executor.ts";
-import { ExecutorJobSchema, jobFile, WORKSPACE_MOUNT } from "./workspace.ts";
+import { type ExecutorJob, ExecutorJobSchema, jobFile, validated, WORKSPACE_MOUNT } from "./workspace.ts";
 
 /**
  * `kiln executor [--workspace DIR]`: runs the job in the workspace over the root it runs in, as the stage
@@ -21,9 +21,9 @@ export async function runExecutorCommand(args: readonly string[], log: Logger): 
       cause: err,
     });
   }
-  let job: ReturnType<typeof ExecutorJobSchema.parse>;
+  let job: ExecutorJob;
   try {
-    job = ExecutorJobSchema.parse(JSON.parse(fs.readFileSync(jobFile(workspace), "utf8")));
+    job = validated(ExecutorJobSchema, JSON.parse(fs.readFileSync(jobFile(workspace), "utf8")));
   } catch (err) {
     throw new InvalidInputError(`${jobFile(workspace)} is not an executor job: ${describeError(err)}`, {
       cause: err,

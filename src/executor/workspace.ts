@@ -66,6 +66,15 @@ export const ExecutorEventSchema = z.discriminatedUnion("type", [
 ]);
 export type ExecutorEvent = z.infer<typeof ExecutorEventSchema>;
 
+/**
+ * Checks `value` against `schema` and returns it as it was: zod's output lists keys in the schema's order,
+ * and configs must keep the order kiln wrote them in, or the same image gets another config digest.
+ */
+export function validated<T>(schema: z.ZodType<T>, value: unknown): T {
+  schema.parse(value);
+  return value as T;
+}
+
 export function jobFile(workspace: string): string {
   return path.join(workspace, "job.json");
 }

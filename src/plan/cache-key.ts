@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import type { Step } from "./plan.ts";
+import { type Step, StepSchema } from "./plan.ts";
 
 /**
  * Per-step cache keys (DESIGN decision 1). A stage's first key is its base image's config digest (which names
@@ -23,8 +23,17 @@ export function stageCacheKey(baseConfigDigest: string): string {
 /** The key after `step`; `inputDigest` is the diffID of the layer a non-RUN step made. */
 export function nextCacheKey(previous: string, step: Step, inputDigest?: string): string {
   if (step.kind === "config") return previous;
-  const { line: _line, createdBy: _createdBy, ...definition } = step;
-  return sha256Hex(`${previous}\0${JSON.stringify(definition)}\0${inputDigest ?? ""}`);
+  // The schema's defaults and sorted keys: a step compiled here and one read back from a job file hash alike.
+  const { line: _line, createdBy: _createdBy, ...definition } = StepSchema.parse(step);
+  return sha256Hex(`${previous}\0${canonicalJson(definition)}\0${inputDigest ?? ""}`);
+}
+
+function canonicalJson(value: unknown): string {
+  return JSON.stringify(value, (_key, v: unknown) =>
+    v !== null && typeof v === "object" && !Array.isArray(v)
+      ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
+      : v,
+  );
 }
 
 function sha256Hex(s: string): string {
