@@ -12,10 +12,12 @@ export interface ChunkCompressor {
   readonly chunkSize: number;
   /** Bytes before the first chunk's output. */
   readonly header: Buffer;
+  /** Whether trailer() needs the CRC-32 of the input, which the caller takes as it hashes the input. */
+  readonly needsCrc32: boolean;
   /** Called in chunk order; several calls may be under way at once. */
   compress(chunk: Buffer, last: boolean): Promise<Buffer>;
-  /** Bytes after the last chunk's output. */
-  trailer(): Buffer;
+  /** Bytes after the last chunk's output, given the whole input's CRC-32 (when asked for) and length. */
+  trailer(crc32: number, length: number): Buffer;
   /** Frees native state; no compress() after it. */
   close(): void;
 }
@@ -56,15 +58,12 @@ function outputRoom(chunkSize: number): number {
  * sync flush (the last with Z_FINISH), so the pieces join into one deflate stream.
  */
 export function gzipChunks(): ChunkCompressor {
-  let crc = 0;
-  let isize = 0;
   let previous: Buffer | undefined;
   return {
     chunkSize: GZIP_CHUNK,
     header: GZIP_HEADER,
+    needsCrc32: true,
     compress(chunk, last) {
-      crc = zlib.crc32(chunk, crc);
-      isize = (isize + chunk.length) % 2 ** 32;
       const dictionary = previous?.subarray(Math.max(0, previous.length - WINDOW));
       previous = chunk;
       // zlib copies the dictionary here, so `previous` may be reused once this call returns
@@ -83,10 +82,10 @@ export function gzipChunks(): ChunkCompressor {
         deflate.end(chunk);
       });
     },
-    trailer() {
+    trailer(crc32, length) {
       const t = Buffer.alloc(8);
-      t.writeUInt32LE(crc >>> 0, 0);
-      t.writeUInt32LE(isize, 4);
+      t.writeUInt32LE(crc32 >>> 0, 0);
+      t.writeUInt32LE(length % 2 ** 32, 4);
       return t;
     },
     close() {},
@@ -105,6 +104,7 @@ export function zstdChunks(): ChunkCompressor {
   return {
     chunkSize: ZSTD_CHUNK,
     header: Buffer.alloc(0),
+    needsCrc32: false,
     compress: (chunk) => lanes[next++ % lanes.length]!.frame(chunk),
     trailer: () => Buffer.alloc(0),
     close: () => {
@@ -161,6 +161,7 @@ export function noCompression(): ChunkCompressor {
   return {
     chunkSize: GZIP_CHUNK,
     header: Buffer.alloc(0),
+    needsCrc32: false,
     compress: (chunk) => Promise.resolve(chunk),
     trailer: () => Buffer.alloc(0),
     close() {},

@@ -2,6 +2,7 @@ import { createHash, type Hash } from "node:crypto";
 import fs from "node:fs";
 import type { Readable } from "node:stream";
 import { promisify } from "node:util";
+import { Worker } from "node:worker_threads";
 import { LayerError } from "../errors.ts";
 import { type ChunkCompressor, chunkCompressor, MAX_IN_FLIGHT } from "./compress.ts";
 import type { Digest } from "./digest.ts";
@@ -9,6 +10,7 @@ import { digestOf } from "./digest.ts";
 import type { Layer } from "./image.ts";
 import { type LayerEntry, normalizeEntries } from "./layer-entry.ts";
 import { type Compression, layerMediaType } from "./media-type.ts";
+import type { TarDigestReply, TarDigestRequest } from "./tar-digest-worker.ts";
 import {
   BLOCK,
   END_OF_ARCHIVE,
@@ -217,21 +219,28 @@ interface Sizes {
   readonly uncompressedSize: number;
 }
 
+interface Chunk {
+  readonly input: Buffer;
+  /** Settles when the tar digest has taken the chunk in. */
+  readonly hashed: Promise<void>;
+}
+
 /**
- * Hashes the tar, compresses it chunk by chunk with up to MAX_IN_FLIGHT chunks at once, and hashes and
- * writes the compressed bytes in order; writes run on the threadpool too. The newest chunk is held back
- * until the next arrives, because only the compressor's last call may finish the stream. Chunk buffers are
- * reused once their output is written: fresh 1–4 MiB buffers cost page faults and garbage collections.
+ * Hashes the tar on a worker thread, compresses it chunk by chunk with up to MAX_IN_FLIGHT chunks at once,
+ * and hashes and writes the compressed bytes in order; writes run on the threadpool too. The newest chunk
+ * is held back until the next arrives, because only the compressor's last call may finish the stream.
+ * Chunk buffers live in shared memory, so the worker reads them where they are, and are reused once
+ * hashed and written: fresh 1–4 MiB buffers cost page faults and garbage collections.
  */
 class CompressedOutput {
   readonly #fd: number;
   readonly #c: ChunkCompressor;
-  readonly #diffId = createHash("sha256");
+  readonly #tar: TarDigest;
   /** undefined when the blob is the tar itself: its digest is the diffID, hashed once. */
   readonly #digest: Hash | undefined;
-  readonly #pending: Array<{ readonly input: Buffer; readonly output: Promise<Buffer> }> = [];
+  readonly #pending: Array<Chunk & { readonly output: Promise<Buffer> }> = [];
   readonly #free: Buffer[] = [];
-  #held: Buffer | undefined;
+  #held: Chunk | undefined;
   #writes: Promise<void> = Promise.resolve();
   #queuedWrites = 0;
   #uncompressed = 0;
@@ -240,55 +249,59 @@ class CompressedOutput {
   constructor(fd: number, compression: Compression) {
     this.#fd = fd;
     this.#c = chunkCompressor(compression);
+    this.#tar = new TarDigest(this.#c.needsCrc32);
     this.#digest = compression === "none" ? undefined : createHash("sha256");
     this.#emit(this.#c.header);
   }
 
   /** An empty chunk buffer. */
   take(): Buffer {
-    return this.#free.pop() ?? Buffer.allocUnsafe(this.#c.chunkSize);
+    return this.#free.pop() ?? Buffer.from(new SharedArrayBuffer(this.#c.chunkSize));
   }
 
-  async push(chunk: Buffer): Promise<void> {
-    this.#diffId.update(chunk);
-    this.#uncompressed += chunk.length;
+  async push(input: Buffer): Promise<void> {
+    const hashed = this.#tar.update(input);
+    this.#uncompressed += input.length;
     if (this.#held !== undefined) await this.#start(this.#held, false);
-    this.#held = chunk;
+    this.#held = { input, hashed };
   }
 
   async finish(rest: Buffer): Promise<Sizes> {
     if (rest.length > 0) await this.push(rest);
-    await this.#start(this.#held ?? Buffer.alloc(0), true);
+    await this.#start(this.#held ?? { input: Buffer.alloc(0), hashed: Promise.resolve() }, true);
     while (this.#pending.length > 0) await this.#writeOldest();
-    this.#emit(this.#c.trailer());
+    const tar = await this.#tar.end();
+    this.#emit(this.#c.trailer(tar.crc32, this.#uncompressed));
     await this.#writes;
-    const diffId = digestOf(this.#diffId);
     return {
-      digest: this.#digest ? digestOf(this.#digest) : diffId,
+      digest: this.#digest ? digestOf(this.#digest) : tar.diffId,
       size: this.#compressed,
-      diffId,
+      diffId: tar.diffId,
       uncompressedSize: this.#uncompressed,
     };
   }
 
-  /** Waits for the writes under way, failed or not, so the file can be closed, and frees the compressor. */
+  /** Waits for the work under way, failed or not, so the file can be closed, and frees the compressor. */
   async settle(): Promise<void> {
-    await Promise.allSettled(this.#pending.map((p) => p.output));
+    await Promise.allSettled(this.#pending.flatMap((p) => [p.output, p.hashed]));
+    await this.#held?.hashed.catch(() => {});
     await this.#writes.catch(() => {});
     this.#c.close();
+    this.#tar.release();
   }
 
-  async #start(input: Buffer, last: boolean): Promise<void> {
-    const output = this.#c.compress(input, last);
+  async #start(chunk: Chunk, last: boolean): Promise<void> {
+    const output = this.#c.compress(chunk.input, last);
     output.catch(() => {}); // awaited in order by #writeOldest; this only keeps a later failure from going unhandled
-    this.#pending.push({ input, output });
+    this.#pending.push({ ...chunk, output });
     while (this.#pending.length >= MAX_IN_FLIGHT) await this.#writeOldest();
   }
 
   async #writeOldest(): Promise<void> {
-    const { input, output } = this.#pending.shift()!;
+    const { input, hashed, output } = this.#pending.shift()!;
+    const [bytes] = await Promise.all([output, hashed]);
     const reuse = input.length === this.#c.chunkSize && input.byteOffset === 0;
-    this.#emit(await output, reuse ? () => this.#free.push(input) : undefined);
+    this.#emit(bytes, reuse ? () => this.#free.push(input) : undefined);
     if (this.#queuedWrites > MAX_IN_FLIGHT) await this.#writes;
   }
 
@@ -304,6 +317,84 @@ class CompressedOutput {
     });
     this.#writes.catch(() => {}); // finish() awaits it and throws
   }
+}
+
+/**
+ * The tar's sha256 (and CRC-32 for gzip), taken by a worker thread. Workers are kept for the next layer,
+ * unreferenced while idle so they never hold the process open.
+ */
+class TarDigest {
+  static readonly #idle: Worker[] = [];
+  readonly #worker: Worker;
+  readonly #waiting: Array<{ resolve: (r: TarDigestReply) => void; reject: (err: Error) => void }> = [];
+  #failure: Error | undefined;
+
+  constructor(crc32: boolean) {
+    this.#worker = TarDigest.#idle.pop() ?? TarDigest.#spawn();
+    this.#worker.ref();
+    this.#worker.on("message", this.#onReply);
+    this.#worker.on("error", this.#onFailure);
+    this.#worker.on("exit", this.#onExit);
+    this.#post({ op: "start", crc32 });
+  }
+
+  /** Resolves once the worker has hashed the chunk; the chunk must not change until then. */
+  async update(bytes: Buffer): Promise<void> {
+    await this.#ask({ op: "update", bytes });
+  }
+
+  async end(): Promise<{ readonly diffId: Digest; readonly crc32: number }> {
+    const r = await this.#ask({ op: "end" });
+    if (r.op !== "ended") throw new LayerError(`the tar digest worker answered ${r.op} to end`);
+    return { diffId: `sha256:${r.sha256}` as Digest, crc32: r.crc32 };
+  }
+
+  /** Keeps the worker for the next layer when it has answered everything; a worker that failed or still owes answers ends. */
+  release(): void {
+    this.#worker.off("message", this.#onReply);
+    this.#worker.off("error", this.#onFailure);
+    this.#worker.off("exit", this.#onExit);
+    if (this.#failure === undefined && this.#waiting.length === 0) {
+      this.#worker.unref();
+      TarDigest.#idle.push(this.#worker);
+    } else {
+      void this.#worker.terminate();
+    }
+  }
+
+  static #spawn(): Worker {
+    const w = new Worker(new URL("./tar-digest-worker.ts", import.meta.url));
+    w.on("error", () => {}); // the layer using the worker hears it through its own listener
+    w.on("exit", () => {
+      const i = TarDigest.#idle.indexOf(w);
+      if (i !== -1) TarDigest.#idle.splice(i, 1);
+    });
+    return w;
+  }
+
+  #ask(m: TarDigestRequest): Promise<TarDigestReply> {
+    if (this.#failure) return Promise.reject(this.#failure);
+    const reply = new Promise<TarDigestReply>((resolve, reject) => this.#waiting.push({ resolve, reject }));
+    this.#post(m);
+    return reply;
+  }
+
+  #post(m: TarDigestRequest): void {
+    this.#worker.postMessage(m);
+  }
+
+  readonly #onReply = (r: TarDigestReply): void => {
+    this.#waiting.shift()?.resolve(r);
+  };
+
+  readonly #onFailure = (err: Error): void => {
+    this.#failure ??= new LayerError("hashing the layer's tar failed", { cause: err });
+    for (const w of this.#waiting.splice(0)) w.reject(this.#failure);
+  };
+
+  readonly #onExit = (code: number): void => {
+    this.#onFailure(new Error(`the tar digest worker exited with code ${code}`));
+  };
 }
 
 const write = promisify(fs.write) as (
