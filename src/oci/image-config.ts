@@ -42,6 +42,11 @@ export const HistorySchema = z.looseObject({
 });
 export type History = z.infer<typeof HistorySchema>;
 
+function withoutNulls(value: unknown): unknown {
+  if (value === null || typeof value !== "object" || Array.isArray(value)) return value;
+  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== null));
+}
+
 /** OCI image configuration (image-spec config.md); Docker's container image JSON parses the same way. */
 export const ImageConfigSchema = z.looseObject({
   created: z.string().optional(),
@@ -51,7 +56,9 @@ export const ImageConfigSchema = z.looseObject({
   "os.version": z.string().optional(),
   "os.features": z.array(z.string()).optional(),
   variant: z.string().optional(),
-  config: ContainerConfigSchema.optional(),
+  // Docker and buildah write absent fields as JSON null ("Env": null, "Volumes": null): an image config
+  // read from anywhere treats null as absent. (In a plan's config delta, null still means "clear it".)
+  config: z.preprocess(withoutNulls, ContainerConfigSchema).optional(),
   rootfs: z.object({ type: z.literal("layers"), diff_ids: z.array(DigestSchema) }),
   history: z.array(HistorySchema).optional(),
 });
