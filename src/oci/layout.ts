@@ -16,7 +16,14 @@ import { ImageConfigSchema } from "./image-config.ts";
 import type { ImageIndex, ImageManifest } from "./manifest.ts";
 import { ImageIndexSchema, ImageManifestSchema } from "./manifest.ts";
 import { isIndexMediaType, isManifestMediaType, MediaType } from "./media-type.ts";
-import { formatPlatform, hostPlatform, platformMatches, selectManifest } from "./platform.ts";
+import {
+  configPlatform,
+  formatPlatform,
+  hostPlatform,
+  platformMatches,
+  requirePlatform,
+  selectManifest,
+} from "./platform.ts";
 
 /**
  * OCI image layout (image-spec image-layout.md) on a local directory: `oci-layout`, `index.json` and
@@ -95,8 +102,7 @@ function checkPlatforms(entries: readonly PlatformImage[]): void {
     const name = formatPlatform(platform);
     if (seen.has(name)) throw new InvalidInputError(`platform ${name} appears twice in the image index`);
     seen.add(name);
-    const { os, architecture, variant } = image.config;
-    const own = { os, architecture, ...(variant ? { variant } : {}) };
+    const own = configPlatform(image.config);
     if (!platformMatches(platform, own)) {
       throw new InvalidInputError(`the image listed for ${name} has a config for ${formatPlatform(own)}`);
     }
@@ -266,7 +272,7 @@ export async function resolveImage(dir: string, ref?: string, platform?: Platfor
     ImageConfigSchema,
     `config ${manifest.config.digest}`,
   );
-  if (platform !== undefined) checkImagePlatform(dir, ref, platform, config);
+  if (platform !== undefined) requirePlatform(`${ref ?? "the image"} in ${dir}`, platform, config);
   const diffIds = config.rootfs.diff_ids;
   if (diffIds.length !== manifest.layers.length) {
     throw new InvalidInputError(
@@ -279,16 +285,6 @@ export async function resolveImage(dir: string, ref?: string, platform?: Platfor
     layers,
     ...(manifest.annotations ? { annotations: manifest.annotations } : {}),
   });
-}
-
-function checkImagePlatform(dir: string, ref: string | undefined, want: Platform, config: ImageConfig): void {
-  const { os, architecture, variant } = config;
-  const have = { os, architecture, ...(variant ? { variant } : {}) };
-  if (!platformMatches(want, have)) {
-    throw new NotFoundError(
-      `${ref ?? "the image"} in ${dir} is for ${formatPlatform(have)}, not ${formatPlatform(want)}`,
-    );
-  }
 }
 
 async function layerAt(dir: string, d: Descriptor, diffId: Digest): Promise<Layer> {

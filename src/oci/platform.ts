@@ -1,5 +1,6 @@
 import { InvalidInputError, NotFoundError } from "../errors.ts";
 import type { Descriptor, Platform } from "./descriptor.ts";
+import type { ImageConfig } from "./image-config.ts";
 import type { ImageIndex } from "./manifest.ts";
 
 export type { Platform } from "./descriptor.ts";
@@ -170,4 +171,25 @@ export function hostPlatform(): Platform {
   const armVersion = (process.config.variables as Record<string, unknown>)["arm_version"];
   const variant = architecture === "arm" && armVersion !== undefined ? `v${String(armVersion)}` : undefined;
   return normalizePlatform({ os, architecture, ...(variant ? { variant } : {}) });
+}
+
+/** The platform an image config says its image is for. */
+export function configPlatform(config: ImageConfig): Platform {
+  return {
+    architecture: config.architecture,
+    os: config.os,
+    ...(config["os.version"] !== undefined ? { "os.version": config["os.version"] } : {}),
+    ...(config.variant ? { variant: config.variant } : {}),
+  };
+}
+
+/**
+ * Refuses an image whose config is for another platform than the one asked for: a single-platform image
+ * has no index to choose from, so building on it for another architecture would silently be wrong.
+ */
+export function requirePlatform(what: string, want: Platform, config: ImageConfig): void {
+  const have = configPlatform(config);
+  if (!platformMatches(want, have)) {
+    throw new NotFoundError(`${what} is for ${formatPlatform(have)}, not ${formatPlatform(want)}`);
+  }
 }

@@ -11,8 +11,8 @@ import type { Image, Layer } from "../oci/image.ts";
 import { type ImageConfig, ImageConfigSchema } from "../oci/image-config.ts";
 import type { ImageIndex, ImageManifest } from "../oci/manifest.ts";
 import { isIndexMediaType, MediaType } from "../oci/media-type.ts";
-import { hostPlatform, type Platform, selectManifest } from "../oci/platform.ts";
-import { type Reference, withDigest } from "../oci/reference.ts";
+import { hostPlatform, type Platform, requirePlatform, selectManifest } from "../oci/platform.ts";
+import { formatReference, type Reference, withDigest } from "../oci/reference.ts";
 import type { FetchedManifest, RegistryClient, RepositoryRef } from "./client.ts";
 import { mapLimit } from "./limit.ts";
 import { RegistryConnectionError, RegistryProtocolError } from "./registry-error.ts";
@@ -75,6 +75,7 @@ export async function pullImage(
   const { descriptor, manifest } = await resolveManifest(ref, reg, options.platform);
   const configPath = await fetchToCache(reg, ref, manifest.config, options.blobDir);
   const config = await readConfig(configPath, manifest.config.digest);
+  requirePlatform(formatReference(ref), options.platform ?? hostPlatform(), config);
   const diffIds = config.rootfs.diff_ids;
   if (diffIds.length !== manifest.layers.length) {
     throw new RegistryProtocolError(

@@ -1,8 +1,9 @@
 import { InvalidInputError } from "../errors.ts";
-import type { Descriptor, Platform } from "../oci/descriptor.ts";
+import type { Descriptor } from "../oci/descriptor.ts";
 import { type Blob, canonicalBytes, configBlob, type Image, manifestOf } from "../oci/image.ts";
 import type { ImageIndex } from "../oci/manifest.ts";
 import { MediaType } from "../oci/media-type.ts";
+import { configPlatform } from "../oci/platform.ts";
 import type { Reference } from "../oci/reference.ts";
 import type { Scope } from "./auth.ts";
 import { pushScopes, type RegistryClient, type RepositoryRef } from "./client.ts";
@@ -51,7 +52,7 @@ export async function pushIndex(
     const d = await pushImage(image, { registry: ref.registry, repository: ref.repository }, reg, {
       ...(options.mountFrom !== undefined ? { mountFrom: options.mountFrom } : {}),
     });
-    manifests.push({ ...d, platform: platformOf(image) });
+    manifests.push({ ...d, platform: configPlatform(image.config) });
   }
   const index: ImageIndex = { schemaVersion: 2, mediaType: MediaType.ImageIndex, manifests };
   return putIndex(index, ref, reg, options);
@@ -109,14 +110,4 @@ function sameRegistrySource(blob: Blob, repo: RepositoryRef): string | undefined
 function tagsOf(ref: Reference, options: Pick<PushOptions, "tags">): string[] {
   const tags = [...(ref.tag !== undefined ? [ref.tag] : []), ...(options.tags ?? [])];
   return [...new Set(tags)];
-}
-
-function platformOf(image: Image): Platform {
-  const c = image.config;
-  return {
-    architecture: c.architecture,
-    os: c.os,
-    ...(c.variant !== undefined ? { variant: c.variant } : {}),
-    ...(c["os.version"] !== undefined ? { "os.version": c["os.version"] } : {}),
-  };
 }

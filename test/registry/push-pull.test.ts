@@ -189,6 +189,17 @@ describe("push and pull against a plain-HTTP registry", () => {
     assert.equal(sha256Of(readFileSync(join(armDir, "manifest.json"))), pulledArm.manifest.digest);
   });
 
+  test("a single-platform image pulled for another platform is refused before its layers are fetched", async () => {
+    const ref = parseReference(`${registry.host}/demo/amd-only:v1`);
+    await pushImage(makeImage([makeLayer({ "a.txt": "amd64\n" })]), ref, reg);
+    const blobDir = join(work, "cache-amd-only");
+    await assert.rejects(pullImage(ref, reg, { blobDir, platform: { os: "linux", architecture: "arm64" } }), {
+      code: "KILN_ERR_NOT_FOUND",
+      message: `${registry.host}/demo/amd-only:v1 is for linux/amd64, not linux/arm64`,
+    });
+    assert.equal(readdirSync(join(blobDir, "sha256")).length, 1, "only the config was fetched");
+  });
+
   test("an index naming a Docker manifest is refused before anything is sent", async () => {
     const ref = parseReference(`${registry.host}/demo/mixed:v1`);
     const docker = {
