@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { pipeline as pipelineStreams, type Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type { z } from "zod";
-import { DigestMismatchError, InvalidInputError, NotFoundError } from "../errors.ts";
+import { DigestMismatchError, InvalidInputError, KilnError, NotFoundError } from "../errors.ts";
 import type { Descriptor, Platform } from "./descriptor.ts";
 import type { Digest } from "./digest.ts";
 import { digestAlgorithm, digestHex } from "./digest.ts";
@@ -159,6 +159,10 @@ export async function writeBlob(dir: string, blob: Blob): Promise<void> {
 
 /** Adds or replaces the `index.json` entry for `ref`, keeping the others in their order. */
 async function putRef(dir: string, ref: string, target: Descriptor): Promise<Descriptor> {
+  return withIndexLock(dir, () => updateRef(dir, ref, target));
+}
+
+async function updateRef(dir: string, ref: string, target: Descriptor): Promise<Descriptor> {
   const entry: Descriptor = { ...target, annotations: { [REF_NAME_ANNOTATION]: ref } };
   const current = (await readIndexJson(dir)) ?? {
     schemaVersion: 2,
@@ -171,6 +175,42 @@ async function putRef(dir: string, ref: string, target: Descriptor): Promise<Des
   };
   await replaceFile(dir, "index.json", canonicalBytes(index));
   return entry;
+}
+
+const LOCK_FILE = ".index.json.lock";
+/** A lock older than this was left by a writer that died; index.json updates take milliseconds. */
+const STALE_LOCK_MS = 30_000;
+const LOCK_WAIT_MS = 120_000;
+
+/**
+ * Serialises read-modify-write of index.json between processes (two builds writing refs into one layout
+ * would otherwise lose one): an exclusively created lock file, waited for with a short backoff.
+ */
+async function withIndexLock<T>(dir: string, fn: () => Promise<T>): Promise<T> {
+  const lock = join(dir, LOCK_FILE);
+  const deadline = Date.now() + LOCK_WAIT_MS;
+  for (let delay = 5; ; delay = Math.min(delay * 2, 200)) {
+    try {
+      await (await open(lock, "wx")).close();
+      break;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+      const age = await stat(lock).then(
+        (st) => Date.now() - st.mtimeMs,
+        () => 0,
+      );
+      if (age > STALE_LOCK_MS) await rm(lock, { force: true });
+      else if (Date.now() > deadline) {
+        throw new KilnError(`${dir} is locked by another writer (${lock}); remove it if no kiln is running`);
+      }
+      await new Promise((r) => setTimeout(r, delay + Math.random() * delay));
+    }
+  }
+  try {
+    return await fn();
+  } finally {
+    await rm(lock, { force: true });
+  }
 }
 
 /** Writes `name` in `dir` through a temporary file and a rename, so readers see the old or the new file. */

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, stat, truncate, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -21,6 +22,7 @@ import {
 } from "../../src/oci/layout.ts";
 import { MediaType } from "../../src/oci/media-type.ts";
 import { hostPlatform, parsePlatform } from "../../src/oci/platform.ts";
+import { runCommand } from "../helpers/command.ts";
 import { skopeo, skopeoInspect } from "../helpers/skopeo.ts";
 import { sha256sum, type TarLayer, tarLayer } from "../helpers/tar-layer.ts";
 
@@ -435,4 +437,25 @@ test("refs: unknown, ambiguous and malformed names, and directories that are not
   await assert.rejects(readLayout(empty), /imageLayoutVersion "2.0.0"; kiln reads 1.0.0/);
   await assert.rejects(writeImage(empty, "v1", image), InvalidInputError);
   assert.deepEqual(await readdir(empty), ["oci-layout"]);
+});
+
+test("builds writing refs into one layout at once keep every ref", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "kiln-layout-race-"));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const refs = Array.from({ length: 12 }, (_, i) => `r${i}`);
+  // Separate processes, as separate `kiln build` runs would be.
+  const script = `import { writeImage } from ${JSON.stringify(new URL("../../src/oci/layout.ts", import.meta.url).href)};
+    const image = { config: { architecture: "amd64", os: "linux", rootfs: { type: "layers", diff_ids: [] } }, layers: [] };
+    await writeImage(process.argv[1], process.argv[2], image);`;
+  await Promise.all(
+    refs.map((ref) => runCommand(process.execPath, ["--input-type=module", "-e", script, dir, ref])),
+  );
+  const index = JSON.parse(readFileSync(join(dir, "index.json"), "utf8"));
+  assert.deepEqual(
+    index.manifests
+      .map((m: { annotations: Record<string, string> }) => m.annotations["org.opencontainers.image.ref.name"])
+      .sort(),
+    [...refs].sort(),
+  );
+  assert.equal(existsSync(join(dir, ".index.json.lock")), false);
 });
