@@ -1,3 +1,4 @@
+import type { z } from "zod";
 /**
  * kiln's one error family. Every error has a stable `code` that scripts and the controller can match on,
  * a message a person understands, and the underlying `cause` when there is one.
@@ -79,4 +80,16 @@ export function describeError(err: unknown): string {
     if (!(e instanceof Error)) break;
   }
   return parts.join(": ");
+}
+
+/** Schema issues as lines a person reads: `  layers[0].files[1].dest: must be an absolute path`. */
+export function describeIssues(issues: readonly z.core.$ZodIssue[]): string {
+  return issues
+    .map((i) => {
+      const path = i.path
+        .map((p, n) => (typeof p === "number" ? `[${p}]` : `${n === 0 ? "" : "."}${String(p)}`))
+        .join("");
+      return `  ${path || "(top level)"}: ${i.message}`;
+    })
+    .join("\n");
 }

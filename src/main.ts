@@ -32,7 +32,7 @@ async function main(argv: readonly string[]): Promise<number> {
     case "controller": {
       const config = loadConfig();
       const { runControllerCommand } = await import("./controller/controller-command.ts");
-      return runControllerCommand(rest, createLogger(config.LOG_LEVEL));
+      return runControllerCommand(rest, config, createLogger(config.LOG_LEVEL));
     }
     case "stage": {
       const config = loadConfig();
@@ -77,9 +77,18 @@ main(process.argv.slice(2)).then(
     process.exitCode = code;
   },
   (err: unknown) => {
-    const code = err instanceof KilnError ? err.code : "KILN_ERR_INTERNAL";
-    process.stderr.write(`kiln: ${describeError(err)} (${code})\n`);
-    if (!(err instanceof KilnError) && err instanceof Error) process.stderr.write(`${err.stack}\n`);
+    process.stderr.write(`kiln: ${describeError(err)} (${errorCode(err)})\n`);
+    // A stack helps only with kiln's own bugs, not with a missing file or a refused permission.
+    if (errorCode(err) === "KILN_ERR_INTERNAL" && err instanceof Error)
+      process.stderr.write(`${err.stack}\n`);
     process.exitCode = 1;
   },
 );
+
+function errorCode(err: unknown): string {
+  if (err instanceof KilnError) return err.code;
+  const sys = err as NodeJS.ErrnoException;
+  return typeof sys?.code === "string" && typeof sys.syscall === "string"
+    ? "KILN_ERR_IO"
+    : "KILN_ERR_INTERNAL";
+}

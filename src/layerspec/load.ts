@@ -1,7 +1,6 @@
 import { readFile } from "node:fs/promises";
 import { parse as parseYaml } from "yaml";
-import type { z } from "zod";
-import { InvalidInputError, NotFoundError } from "../errors.ts";
+import { describeIssues, InvalidInputError, NotFoundError } from "../errors.ts";
 import { type LayerSpec, LayerSpecSchema } from "./spec.ts";
 
 /** Reads a layer spec file (YAML or JSON) and validates it; every problem is listed with where it is. */
@@ -22,18 +21,6 @@ export async function loadLayerSpec(file: string): Promise<LayerSpec> {
   }
   const parsed = LayerSpecSchema.safeParse(doc ?? {});
   if (!parsed.success)
-    throw new InvalidInputError(`${file}: invalid spec:\n${formatIssues(parsed.error.issues)}`);
+    throw new InvalidInputError(`${file}: invalid spec:\n${describeIssues(parsed.error.issues)}`);
   return parsed.data;
-}
-
-/** zod issues as lines a person reads: `layers[0].files[1].dest: must be an absolute path`. */
-export function formatIssues(issues: readonly z.core.$ZodIssue[]): string {
-  return issues
-    .map((i) => {
-      const path = i.path
-        .map((p, n) => (typeof p === "number" ? `[${p}]` : `${n === 0 ? "" : "."}${String(p)}`))
-        .join("");
-      return `  ${path || "(top level)"}: ${i.message}`;
-    })
-    .join("\n");
 }

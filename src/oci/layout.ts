@@ -5,7 +5,13 @@ import { join } from "node:path";
 import { pipeline as pipelineStreams, type Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type { z } from "zod";
-import { DigestMismatchError, InvalidInputError, KilnError, NotFoundError } from "../errors.ts";
+import {
+  DigestMismatchError,
+  describeIssues,
+  InvalidInputError,
+  KilnError,
+  NotFoundError,
+} from "../errors.ts";
 import type { Descriptor, Platform } from "./descriptor.ts";
 import type { Digest } from "./digest.ts";
 import { digestAlgorithm, digestHex } from "./digest.ts";
@@ -446,7 +452,9 @@ function parseJson<T>(bytes: Buffer, schema: z.ZodType<T>, what: string): T {
 function validate<T>(raw: unknown, schema: z.ZodType<T>, what: string): T {
   const result = schema.safeParse(raw);
   if (!result.success)
-    throw new InvalidInputError(`${what} is malformed: ${result.error.message}`, { cause: result.error });
+    throw new InvalidInputError(`${what} is malformed:\n${describeIssues(result.error.issues)}`, {
+      cause: result.error,
+    });
   return raw as T;
 }
 

@@ -4,7 +4,7 @@ import { mkdir, rename, stat, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { DigestMismatchError, KilnError } from "../errors.ts";
+import { DigestMismatchError, describeIssues, KilnError } from "../errors.ts";
 import type { Descriptor } from "../oci/descriptor.ts";
 import { type Digest, digestAlgorithm, digestHex } from "../oci/digest.ts";
 import type { Image, Layer } from "../oci/image.ts";
@@ -170,7 +170,12 @@ async function readConfig(path: string, digest: Digest): Promise<ImageConfig> {
   for await (const c of createReadStream(path)) chunks.push(c as Buffer);
   const parsed = ImageConfigSchema.safeParse(JSON.parse(Buffer.concat(chunks).toString("utf8")));
   if (!parsed.success) {
-    throw new RegistryProtocolError(`config ${digest} is not an image config`, { cause: parsed.error });
+    throw new RegistryProtocolError(
+      `config ${digest} is not an image config:\n${describeIssues(parsed.error.issues)}`,
+      {
+        cause: parsed.error,
+      },
+    );
   }
   return parsed.data;
 }
