@@ -2,7 +2,7 @@ import { mkdir, mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { DockerfileError, InvalidInputError } from "../errors.ts";
-import type { BuildContext } from "../executor/context.ts";
+import { BuildContext } from "../executor/context.ts";
 import {
   buildFileOnlyStage,
   type LayerWriter,
@@ -13,6 +13,7 @@ import { ImageRoots } from "../executor/image-rootfs.ts";
 import type { Image } from "../oci/image.ts";
 import { type Platform, parsePlatform } from "../oci/platform.ts";
 import type { BuildPlan, Stage, Step } from "../plan/plan.ts";
+import { cachedRoot } from "./root-cache.ts";
 import { buildRunStage, type RunOptions, type RunStageStats } from "./run-stage.ts";
 
 /** Finds a base image (a registry reference or `oci:DIR[:REF]`) for a platform. */
@@ -51,6 +52,9 @@ export async function buildPlanLocally(
   const workDir = options.workDir ?? (await mkdtemp(join(tmpdir(), "kiln-build-")));
   await mkdir(workDir, { recursive: true });
   const roots = new ImageRoots(join(workDir, "roots"));
+  // Roots of stages that ran in a container, mounted until the build ends: later stages copy from them.
+  const stageRoots = new Map<string, string>();
+  const closers: (() => Promise<void>)[] = [];
   try {
     const results: PlatformResult[] = [];
     for (const platformName of plan.platforms) {
@@ -61,17 +65,20 @@ export async function buildPlanLocally(
         const base = await baseOf(stage, stagePlatform, built, resolveBase);
         const sourceRoots: SourceRoots = async (from) => {
           if (from.kind === "image") {
-            return roots.root(
-              `image ${from.image} (${stage.platform})`,
-              await resolveBase(from.image, stagePlatform),
-            );
+            const key = `image ${from.image} (${stage.platform})`;
+            const img = await resolveBase(from.image, stagePlatform);
+            return options.run === undefined
+              ? roots.root(key, img)
+              : rootContext(key, await cachedRoot(img, options.run.roots));
           }
           const img = built.get(from.stage);
           if (img === undefined)
             throw new InvalidInputError(
               `stage ${stage.name} copies from stage ${from.stage}, which is not built yet`,
             );
-          return roots.root(`stage ${from.stage} (${platformName})`, img);
+          const key = `stage ${from.stage} (${platformName})`;
+          const ran = stageRoots.get(`${platformName}\0${from.stage}`);
+          return ran === undefined ? roots.root(key, img) : rootContext(key, ran);
         };
         const inputs: StageInputs = {
           base,
@@ -81,18 +88,22 @@ export async function buildPlanLocally(
           sourceRoots,
           ...(options.dockerfile !== undefined ? { dockerfile: options.dockerfile } : {}),
         };
-        const image =
-          options.run !== undefined && stage.steps.some((s) => s.kind === "run")
-            ? await buildRunStage(
-                stage,
-                inputs,
-                stagePlatform,
-                plan.timestamp,
-                await mkdtemp(join(workDir, "stage-")),
-                options.run,
-                options.stats,
-              )
-            : await buildFileOnlyStage(stage, inputs);
+        let image: Image;
+        if (options.run !== undefined && stage.steps.some((s) => s.kind === "run")) {
+          const dir = await mkdtemp(join(workDir, "stage-"));
+          const ran = await buildRunStage(
+            stage,
+            inputs,
+            stagePlatform,
+            plan.timestamp,
+            dir,
+            options.run,
+            options.stats,
+          );
+          image = ran.image;
+          if (ran.root !== undefined) stageRoots.set(`${platformName}\0${stage.name}`, ran.root);
+          if (ran.close !== undefined) closers.push(ran.close);
+        } else image = await buildFileOnlyStage(stage, inputs);
         built.set(stage.name, image);
       }
       const image = built.get(plan.target);
@@ -102,8 +113,14 @@ export async function buildPlanLocally(
     }
     return results;
   } finally {
+    for (const close of closers) await close();
     await roots.close();
   }
+}
+
+/** An unpacked root as a copy source: owners kept, its own symlinks resolved inside it. */
+function rootContext(name: string, root: string): BuildContext {
+  return new BuildContext(root, [], { policy: "scoped", keepOwners: true, name });
 }
 
 /** The RUN step with the lowest line in the plan's stages, if any. */

@@ -1,10 +1,13 @@
 import { buildStage, type StageInputs } from "../executor/file-stage.ts";
+import { takeSnapshot } from "../executor/snapshot.ts";
+import { treeOf } from "../executor/stage-executor.ts";
 import type { ExecutorEvent } from "../executor/workspace.ts";
 import type { Logger } from "../log.ts";
 import type { Image, Layer } from "../oci/image.ts";
 import type { Platform } from "../oci/platform.ts";
 import type { CopyFrom, Stage } from "../plan/plan.ts";
 import type { LocalRuntime } from "./local-runtime.ts";
+import { cachedRoot } from "./root-cache.ts";
 import { runStageInContainer } from "./stage-container.ts";
 import type { StepCache } from "./step-cache.ts";
 
@@ -17,11 +20,22 @@ export interface RunOptions {
   readonly secrets?: string;
   /** Host folder of the persistent `RUN --mount=type=cache` folders. */
   readonly caches: string;
+  /** Host folder of unpacked base images kept between builds (root-cache.ts). */
+  readonly roots: string;
+  /** Host folder for Node's compile cache of the executor's code. */
+  readonly compileCache: string;
   readonly cache?: StepCache;
   /** Uploads a layer to where the build pushes, as soon as it is written. */
   readonly uploadLayer?: (layer: Layer) => Promise<void>;
   readonly log: Logger;
   readonly onOutput?: (chunk: Buffer) => void;
+}
+
+/** A stage's image and, when it ran in a container, its root (mounted until `close()`). */
+export interface BuiltStage {
+  readonly image: Image;
+  readonly root?: string;
+  close?(): Promise<void>;
 }
 
 /** How a stage with RUN steps went: how many RUN steps ran, how many came from the cache. */
@@ -44,9 +58,13 @@ export async function buildRunStage(
   dir: string,
   run: RunOptions,
   stats: RunStageStats = { ran: 0, cached: 0 },
-): Promise<Image> {
+): Promise<BuiltStage> {
+  // The base is unpacked (once, kept between builds) for the container anyway: its tree comes from a walk
+  // of that root, cheaper than reading every layer's headers again.
+  const baseRoot = await cachedRoot(inputs.base, run.roots);
   const progress = await buildStage(stage, {
     ...inputs,
+    tree: treeOf(takeSnapshot(baseRoot)),
     runStep: async (_step, key) => {
       const layer = await run.cache?.lookup(key, platform);
       if (layer === undefined) return undefined;
@@ -54,7 +72,7 @@ export async function buildRunStage(
       return { layer, cached: true };
     },
   });
-  if (progress.stoppedAt === undefined) return progress.image;
+  if (progress.stoppedAt === undefined) return { image: progress.image };
   const rest: Stage = { ...stage, steps: stage.steps.slice(progress.stoppedAt) };
   const sources = new Map<string, string>();
   for (const from of sourcesOf(rest)) {
@@ -83,11 +101,13 @@ export async function buildRunStage(
     progress.image,
     {
       dir,
+      base: { root: baseRoot, layers: inputs.base.layers.length },
       runtime: run.runtime,
       context: run.contextDir,
       sources,
       ...(run.secrets !== undefined ? { secrets: run.secrets } : {}),
       caches: run.caches,
+      compileCache: run.compileCache,
       onStep,
       ...(run.onOutput !== undefined ? { onOutput: run.onOutput } : {}),
       log: run.log,

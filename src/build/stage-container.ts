@@ -21,10 +21,16 @@ import type { Logger } from "../log.ts";
 import type { Image, Layer } from "../oci/image.ts";
 import { applyLayer } from "../oci/layer-apply.ts";
 import type { LocalRuntime } from "./local-runtime.ts";
+import { mountOverlay } from "./root-cache.ts";
+
+/** Where Node keeps the executor's compiled code; inside the workspace, so no snapshot sees it. */
+const COMPILE_CACHE_MOUNT = `${WORKSPACE_MOUNT}/node-cache`;
 
 export interface StageContainerOptions {
   /** A folder of the stage's own: the root, the workspace and runc's bundle go there. */
   readonly dir: string;
+  /** The unpacked base: the root is an overlay over it, with the prefix's own layers applied on top. */
+  readonly base: { readonly root: string; readonly layers: number };
   readonly runtime: LocalRuntime;
   /** The build context on the host (mounted read-only). */
   readonly context: string;
@@ -34,6 +40,8 @@ export interface StageContainerOptions {
   readonly secrets?: string;
   /** Host folder of the persistent `RUN --mount=type=cache` folders. */
   readonly caches: string;
+  /** Host folder for Node's compile cache of kiln's code, so the executor starts fast in every container. */
+  readonly compileCache: string;
   /**
    * The pusher's side: called with each step the executor finished, the layer it wrote (if any) as soon as
    * it is there, while the next step runs.
@@ -46,6 +54,13 @@ export interface StageContainerOptions {
   readonly log: Logger;
 }
 
+export interface StageContainerResult {
+  readonly image: Image;
+  /** The stage's root as the last step left it, for `COPY --from` of later stages; mounted until `close()`. */
+  readonly root: string;
+  close(): Promise<void>;
+}
+
 /**
  * Runs the rest of a stage in a container whose root is `prefix` unpacked (DESIGN decision 2, locally): runc
  * starts kiln's executor from the runtime mounted at /kiln, with the workspace, the context, the sources,
@@ -56,18 +71,35 @@ export async function runStageInContainer(
   job: ExecutorJob,
   prefix: Image,
   o: StageContainerOptions,
+): Promise<StageContainerResult> {
+  const started = performance.now();
+  const overlay = await mountOverlay(o.base.root, o.dir);
+  try {
+    o.log.debug({ ms: Math.round(performance.now() - started) }, "Mounted the stage root");
+    const image = await runIn(overlay.root, job, prefix, o);
+    return { image, root: overlay.root, close: () => overlay.unmount() };
+  } catch (err) {
+    await overlay.unmount();
+    throw err;
+  }
+}
+
+async function runIn(
+  rootfs: string,
+  job: ExecutorJob,
+  prefix: Image,
+  o: StageContainerOptions,
 ): Promise<Image> {
-  const rootfs = path.join(o.dir, "rootfs");
   const workspace = path.join(o.dir, "workspace");
-  fs.mkdirSync(rootfs, { recursive: true, mode: 0o755 });
   fs.mkdirSync(contextDir(workspace), { recursive: true });
-  for (const layer of prefix.layers) await applyLayer(layer.open(), rootfs);
+  for (const layer of prefix.layers.slice(o.base.layers)) await applyLayer(layer.open(), rootfs);
 
   const mounts: ContainerMount[] = [
     ...o.runtime.mounts,
     { type: "bind", source: workspace, target: WORKSPACE_MOUNT, readOnly: false },
     { type: "bind", source: o.context, target: `${WORKSPACE_MOUNT}/context`, readOnly: true },
     { type: "bind", source: o.caches, target: CACHE_MOUNTS_MOUNT, readOnly: false },
+    { type: "bind", source: o.compileCache, target: COMPILE_CACHE_MOUNT, readOnly: false },
   ];
   if (o.secrets !== undefined)
     mounts.push({ type: "bind", source: o.secrets, target: SECRETS_MOUNT, readOnly: false });
@@ -89,6 +121,10 @@ export async function runStageInContainer(
     for (const e of tail.read()) {
       events.push(e);
       if (e.type !== "step") continue;
+      o.log.info(
+        { line: e.line, step: e.kind, ms: e.ms, ...(e.layer ? { size: e.layer.size } : {}) },
+        "Step done",
+      );
       const layer = e.layer === undefined ? undefined : layerOf(workspace, e.layer);
       if (layer !== undefined) layers.push(layer);
       if (o.onStep !== undefined) uploads.push(o.onStep(e, layer));
@@ -108,7 +144,7 @@ export async function runStageInContainer(
       {
         rootfs,
         argv: o.runtime.executorArgv,
-        env: [`TMPDIR=${WORKSPACE_MOUNT}/tmp`, `NODE_COMPILE_CACHE=${WORKSPACE_MOUNT}/node-cache`],
+        env: [`TMPDIR=${WORKSPACE_MOUNT}/tmp`, `NODE_COMPILE_CACHE=${COMPILE_CACHE_MOUNT}`],
         cwd: "/",
         uid: 0,
         gid: 0,

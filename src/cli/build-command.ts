@@ -22,6 +22,13 @@ import type { BuildPlan } from "../plan/plan.ts";
 import type { RegistryClient } from "../registry/client.ts";
 import { type BuildOptions, parseBuildOptions } from "./build-options.ts";
 
+/**
+ * What local builds keep between runs, as a container engine keeps pulled images: blobs by digest (checked
+ * on download, never partial), unpacked bases by config digest, `RUN --mount=type=cache` folders.
+ */
+const CACHE_DIR = join(homedir(), ".cache", "kiln");
+const BLOB_CACHE = join(CACHE_DIR, "blobs");
+
 /** `kiln build`: compile, build every platform, then write each output. Prints the result's digest. */
 export async function runBuild(args: readonly string[], config: Config, log: Logger): Promise<number> {
   const opts = parseBuildOptions(args, config.SOURCE_DATE_EPOCH);
@@ -55,7 +62,7 @@ export async function runBuild(args: readonly string[], config: Config, log: Log
         ? resolveImage(layout[1]!, layout[2], platform)
         : registryClient().then(async (reg) => {
             const { pullImage } = await import("../registry/pull.ts");
-            return pullImage(parseReference(image), reg, { platform, blobDir: join(scratch, "blobs") });
+            return pullImage(parseReference(image), reg, { platform, blobDir: BLOB_CACHE });
           });
       pulled.set(key, found);
     }
@@ -153,16 +160,19 @@ async function runOptions(
           registry: await registryClient(),
           repository: parseReference(opts.cacheRepo),
           ttlMs: opts.cacheTtlMs,
-          blobDir: join(scratch, "blobs"),
+          blobDir: BLOB_CACHE,
         });
   const targets = opts.push.map(parseReference);
-  const caches = join(homedir(), ".cache", "kiln", "run-mounts");
-  await mkdir(caches, { recursive: true });
+  const caches = join(CACHE_DIR, "run-mounts");
+  const roots = join(CACHE_DIR, "roots");
+  for (const d of [caches, join(CACHE_DIR, "executor-compile-cache")]) await mkdir(d, { recursive: true });
   return {
     runtime: await localRuntime(),
     contextDir: resolve(opts.context),
     ...(secrets !== undefined ? { secrets } : {}),
     caches,
+    roots,
+    compileCache: join(CACHE_DIR, "executor-compile-cache"),
     ...(cache !== undefined ? { cache } : {}),
     ...(targets.length > 0
       ? {

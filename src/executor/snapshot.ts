@@ -12,7 +12,15 @@ export interface Snapshot {
   readonly root: string;
   readonly stats: ReadonlyMap<string, fs.Stats>;
   readonly links: ReadonlyMap<string, string>;
+  /**
+   * The root is an overlay mount: a directory copied up keeps its inode number but gets a new birth time,
+   * so only the inode tells a directory made again from one written to.
+   */
+  readonly overlay?: boolean;
 }
+
+/** statfs(2) f_type of overlayfs. */
+const OVERLAYFS_MAGIC = 0x794c7630;
 
 export interface SnapshotOptions {
   /** Paths inside the root (`/kiln`, `workspace`) left out with everything below them. */
@@ -57,7 +65,7 @@ export function takeSnapshot(root: string, options: SnapshotOptions = {}): Snaps
       stats.set(rel, st);
     }
   }
-  return { root: abs, stats, links };
+  return { root: abs, stats, links, overlay: fs.statfsSync(abs).type === OVERLAYFS_MAGIC };
 }
 
 export interface DiffOptions {
@@ -90,8 +98,9 @@ export function diffSnapshots(before: Snapshot, after: Snapshot, options: DiffOp
     const b = before.stats.get(p);
     if (b === undefined || (b.mode & S_IFMT) !== (a.mode & S_IFMT)) emit.add(p);
     else if ((a.mode & S_IFMT) === S_IFDIR) {
-      if (a.ino !== b.ino || a.dev !== b.dev || a.birthtimeMs !== b.birthtimeMs) opaque.add(p);
-      else if (dirChanged(b, a, ignoreTimes.has(p))) emit.add(p);
+      if (a.ino !== b.ino || a.dev !== b.dev || (!after.overlay && a.birthtimeMs !== b.birthtimeMs)) {
+        opaque.add(p);
+      } else if (dirChanged(b, a, ignoreTimes.has(p))) emit.add(p);
     } else if (changed(b, a, before.links.get(p), after.links.get(p))) emit.add(p);
   }
   if (opaque.size > 0) {

@@ -181,7 +181,7 @@ function readCachedLayer(workspace: string, key: string): (Layer & { file: strin
 }
 
 /** The root's tree as the file-only steps see an image's: types, modes, owners, link targets, users. */
-function treeOf(s: Snapshot): ImageTree {
+export function treeOf(s: Snapshot): ImageTree {
   const tree = new ImageTree();
   const paths = [...s.stats.keys()].sort();
   for (const p of paths) {
