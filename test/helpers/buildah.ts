@@ -34,6 +34,8 @@ export interface BudOptions {
   readonly tag: string;
   readonly buildArgs?: Readonly<Record<string, string>>;
   readonly target?: string;
+  /** `--layers`: reuse and keep intermediate images, buildah's step cache. */
+  readonly layers?: boolean;
 }
 
 export type BudResult =
@@ -87,6 +89,7 @@ export async function createBuildah(options: BuildahOptions): Promise<Buildah> {
       const args = ["bud", "--isolation", "chroot", "--format", "docker", "-f", b.dockerfile];
       for (const [k, v] of Object.entries(b.buildArgs ?? {})) args.push("--build-arg", `${k}=${v}`);
       if (b.target !== undefined) args.push("--target", b.target);
+      if (b.layers === true) args.push("--layers");
       args.push("-t", b.tag, b.context);
       const started = performance.now();
       const r = await run(args);
