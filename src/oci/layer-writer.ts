@@ -1,5 +1,6 @@
 import { createHash, type Hash } from "node:crypto";
 import fs from "node:fs";
+import { availableParallelism } from "node:os";
 import type { Readable } from "node:stream";
 import { promisify } from "node:util";
 import { Worker } from "node:worker_threads";
@@ -9,8 +10,14 @@ import type { Digest } from "./digest.ts";
 import { digestOf } from "./digest.ts";
 import type { Layer } from "./image.ts";
 import { type LayerEntry, normalizeEntries } from "./layer-entry.ts";
+import {
+  type ChunkReads,
+  LAYER_WORKER,
+  type LayerWorkerReply,
+  type LayerWorkerRequest,
+  layerWorkerHandler,
+} from "./layer-worker.ts";
 import { type Compression, layerMediaType } from "./media-type.ts";
-import type { TarDigestReply, TarDigestRequest } from "./tar-digest-worker.ts";
 import {
   BLOCK,
   END_OF_ARCHIVE,
@@ -58,13 +65,13 @@ export async function writeLayer(
   const sorted = normalizeEntries(all, { addParents: options.addParents ?? false });
 
   const fd = fs.openSync(options.file, "w");
-  const out = new CompressedOutput(fd, compression);
+  const out = new CompressedOutput(fd, compression, tarSizeAtLeast(sorted) >= PARALLEL_FROM);
   let written = false;
   try {
     const tar = new TarChunks(out);
     for (const e of sorted) await writeEntry(tar, e, options.mtime);
     await tar.write(END_OF_ARCHIVE);
-    const sizes = await out.finish(tar.takeRest());
+    const sizes = await out.finish(...tar.takeRest());
     written = true;
     const file = options.file;
     return {
@@ -84,6 +91,19 @@ export async function writeLayer(
   }
 }
 
+/**
+ * From this many bytes of tar on, files are read and the tar hashed on worker threads; below it the calling
+ * thread does both, as starting workers (tens of milliseconds, once per process) would cost more.
+ */
+const PARALLEL_FROM = 8 << 20;
+
+/** Content plus one header block per entry: PAX records only add to it. */
+function tarSizeAtLeast(entries: readonly LayerEntry[]): number {
+  let size = 0;
+  for (const e of entries) size += BLOCK + (e.type === "file" ? (e.size ?? 0) : 0);
+  return size;
+}
+
 const TYPEFLAG: Record<LayerEntry["type"], TarType> = {
   file: TarType.file,
   dir: TarType.dir,
@@ -96,6 +116,9 @@ const TYPEFLAG: Record<LayerEntry["type"], TarType> = {
 
 async function writeEntry(tar: TarChunks, e: LayerEntry, mtime: number): Promise<void> {
   const size = e.type === "file" ? (e.size ?? 0) : 0;
+  const linked = e.type === "symlink" || e.type === "hardlink";
+  const device = e.type === "char" || e.type === "block";
+  // One literal of one shape for every entry: no spreads in a loop over tens of thousands.
   await tar.header({
     name: e.type === "dir" ? `${e.path}/` : e.path,
     type: TYPEFLAG[e.type],
@@ -104,11 +127,10 @@ async function writeEntry(tar: TarChunks, e: LayerEntry, mtime: number): Promise
     gid: e.gid,
     size,
     mtime,
-    ...(e.type === "symlink" || e.type === "hardlink" ? { linkname: e.linkTarget ?? "" } : {}),
-    ...(e.type === "char" || e.type === "block"
-      ? { devMajor: e.devMajor ?? 0, devMinor: e.devMinor ?? 0 }
-      : {}),
-    ...(e.xattrs ? { xattrs: sortedXattrs(e.xattrs) } : {}),
+    linkname: linked ? (e.linkTarget ?? "") : undefined,
+    devMajor: device ? (e.devMajor ?? 0) : undefined,
+    devMinor: device ? (e.devMinor ?? 0) : undefined,
+    xattrs: e.xattrs ? sortedXattrs(e.xattrs) : undefined,
   });
   if (size === 0) return;
   if (e.content === undefined) throw new LayerError(`layer entry ${JSON.stringify(e.path)} has no content`);
@@ -124,14 +146,16 @@ function sortedXattrs(x: Readonly<Record<string, Buffer | string>>): Array<[stri
 }
 
 /**
- * Gathers the tar into chunks of exactly the compressor's chunk size. File content is read straight into
- * the chunk with synchronous reads: no threadpool round trip per file, which is what makes many small files
- * fast, while the threadpool compresses earlier chunks.
+ * Gathers the tar into chunks of exactly the compressor's chunk size. Headers and padding are written here;
+ * file content is only laid out, as read jobs the chunk carries to a reader, so the main thread never waits
+ * for a file while workers and the threadpool read, hash and compress the chunks before it. Streamed
+ * content is copied in here, in order.
  */
 class TarChunks {
   readonly #out: CompressedOutput;
   #buf: Buffer;
   #pos = 0;
+  #reads = new PendingReads();
 
   constructor(out: CompressedOutput) {
     this.#out = out;
@@ -163,20 +187,16 @@ class TarChunks {
     if (this.#pos === this.#buf.length) await this.#emit();
   }
 
-  /** Reads exactly `size` bytes; a file that grew since it was measured is cut there, as GNU tar does. */
+  /** Lays out `size` bytes of the file, split where chunks end, to be read by the chunk's reader. */
   async copyFile(file: string, size: number, entry: string): Promise<void> {
-    const fd = fs.openSync(file, "r");
-    try {
-      let left = size;
-      while (left > 0) {
-        const n = fs.readSync(fd, this.#buf, this.#pos, Math.min(left, this.#buf.length - this.#pos), null);
-        if (n === 0) throw changedWhileReading(entry, size, size - left);
-        this.#pos += n;
-        left -= n;
-        if (this.#pos === this.#buf.length) await this.#emit();
-      }
-    } finally {
-      fs.closeSync(fd);
+    if (file.includes("\0"))
+      throw new LayerError(`layer entry ${JSON.stringify(entry)}: its file's path holds a NUL`);
+    for (let done = 0; done < size; ) {
+      const n = Math.min(size - done, this.#buf.length - this.#pos);
+      this.#reads.add(file, entry, done, n, this.#pos, size);
+      this.#pos += n;
+      done += n;
+      if (this.#pos === this.#buf.length) await this.#emit();
     }
   }
 
@@ -192,16 +212,54 @@ class TarChunks {
     if (seen !== size) throw changedWhileReading(entry, size, seen);
   }
 
-  /** The bytes of the last, partial chunk. */
-  takeRest(): Buffer {
-    return this.#buf.subarray(0, this.#pos);
+  /** The last, partial chunk and its reads. */
+  takeRest(): [Buffer, PendingReads] {
+    return [this.#buf.subarray(0, this.#pos), this.#reads];
   }
 
   async #emit(): Promise<void> {
     const full = this.#buf;
+    const reads = this.#reads;
     this.#buf = this.#out.take();
     this.#pos = 0;
-    await this.#out.push(full);
+    this.#reads = new PendingReads();
+    await this.#out.push(full, reads);
+  }
+}
+
+/** The files to read into one chunk, gathered as the chunk is laid out. */
+class PendingReads {
+  readonly #files: string[] = [];
+  readonly #entries: string[] = [];
+  readonly #spans: number[] = [];
+
+  get empty(): boolean {
+    return this.#files.length === 0;
+  }
+
+  add(
+    file: string,
+    entry: string,
+    fileOffset: number,
+    length: number,
+    chunkOffset: number,
+    size: number,
+  ): void {
+    this.#files.push(file);
+    this.#entries.push(entry);
+    this.#spans.push(fileOffset, length, chunkOffset, size);
+  }
+
+  message(): ChunkReads {
+    return { files: this.#files.join("\0"), spans: Float64Array.from(this.#spans) };
+  }
+
+  /** The error for a reader's answer about the `file`th read. */
+  error(r: Extract<LayerWorkerReply, { readonly file: number }>): LayerError {
+    const entry = this.#entries[r.file]!;
+    if (r.op === "short") return changedWhileReading(entry, this.#spans[4 * r.file + 3]!, r.found);
+    const cause = Object.assign(new Error(r.message), r.code === undefined ? {} : { code: r.code });
+    return new LayerError(`layer entry ${JSON.stringify(entry)}: its content cannot be read`, { cause });
   }
 }
 
@@ -225,19 +283,25 @@ interface Chunk {
   readonly hashed: Promise<void>;
 }
 
+/** Chunks handed to readers and not yet hashed: enough that both readers always have the next one. */
+const MAX_READING = 4;
+
 /**
- * Hashes the tar on a worker thread, compresses it chunk by chunk with up to MAX_IN_FLIGHT chunks at once,
- * and hashes and writes the compressed bytes in order; writes run on the threadpool too. The newest chunk
+ * Fills chunks' content on reader workers, hashes the tar on a digest worker, compresses it chunk by chunk
+ * with up to MAX_IN_FLIGHT chunks at once, and hashes and writes the compressed bytes in order; writes run
+ * on the threadpool. Chunks are read in any order but hashed and compressed in tar order. The newest chunk
  * is held back until the next arrives, because only the compressor's last call may finish the stream.
- * Chunk buffers live in shared memory, so the worker reads them where they are, and are reused once
- * hashed and written: fresh 1–4 MiB buffers cost page faults and garbage collections.
+ * Chunk buffers live in shared memory and are reused once hashed and written: fresh 1–4 MiB buffers cost
+ * page faults and garbage collections.
  */
 class CompressedOutput {
   readonly #fd: number;
   readonly #c: ChunkCompressor;
-  readonly #tar: TarDigest;
+  readonly #tar: LayerWorker;
+  readonly #readers: readonly LayerWorker[];
   /** undefined when the blob is the tar itself: its digest is the diffID, hashed once. */
   readonly #digest: Hash | undefined;
+  readonly #reading: Array<{ readonly input: Buffer; readonly read: Promise<void> }> = [];
   readonly #pending: Array<Chunk & { readonly output: Promise<Buffer> }> = [];
   readonly #free: Buffer[] = [];
   #held: Chunk | undefined;
@@ -246,10 +310,17 @@ class CompressedOutput {
   #uncompressed = 0;
   #compressed = 0;
 
-  constructor(fd: number, compression: Compression) {
+  constructor(fd: number, compression: Compression, parallel: boolean) {
     this.#fd = fd;
     this.#c = chunkCompressor(compression);
-    this.#tar = new TarDigest(this.#c.needsCrc32);
+    if (parallel) {
+      this.#tar = ThreadWorker.take();
+      this.#readers = Array.from({ length: READERS }, () => ThreadWorker.take());
+    } else {
+      this.#tar = localWorker();
+      this.#readers = [this.#tar];
+    }
+    this.#tar.post({ op: "hash-start", crc32: this.#c.needsCrc32 });
     this.#digest = compression === "none" ? undefined : createHash("sha256");
     this.#emit(this.#c.header);
   }
@@ -259,40 +330,64 @@ class CompressedOutput {
     return this.#free.pop() ?? Buffer.from(new SharedArrayBuffer(this.#c.chunkSize));
   }
 
-  async push(input: Buffer): Promise<void> {
-    const hashed = this.#tar.update(input);
-    this.#uncompressed += input.length;
-    if (this.#held !== undefined) await this.#start(this.#held, false);
-    this.#held = { input, hashed };
+  /** Takes a chunk whose headers are written and whose file content `reads` will fill. */
+  async push(input: Buffer, reads: PendingReads): Promise<void> {
+    const read = reads.empty ? Promise.resolve() : this.#read(input, reads);
+    read.catch(() => {}); // awaited in order by #hashOldest; this only keeps a later failure from going unhandled
+    this.#reading.push({ input, read });
+    while (this.#reading.length > MAX_READING) await this.#hashOldest();
   }
 
-  async finish(rest: Buffer): Promise<Sizes> {
-    if (rest.length > 0) await this.push(rest);
+  async finish(rest: Buffer, reads: PendingReads): Promise<Sizes> {
+    if (rest.length > 0) await this.push(rest, reads);
+    while (this.#reading.length > 0) await this.#hashOldest();
     await this.#start(this.#held ?? { input: Buffer.alloc(0), hashed: Promise.resolve() }, true);
     while (this.#pending.length > 0) await this.#writeOldest();
-    const tar = await this.#tar.end();
+    const tar = await this.#tar.ask({ op: "hash-end" });
+    if (tar.op !== "hash-ended") throw new LayerError(`a layer worker answered ${tar.op} to hash-end`);
+    const diffId = `sha256:${tar.sha256}` as Digest;
     this.#emit(this.#c.trailer(tar.crc32, this.#uncompressed));
     await this.#writes;
     return {
-      digest: this.#digest ? digestOf(this.#digest) : tar.diffId,
+      digest: this.#digest ? digestOf(this.#digest) : diffId,
       size: this.#compressed,
-      diffId: tar.diffId,
+      diffId,
       uncompressedSize: this.#uncompressed,
     };
   }
 
   /** Waits for the work under way, failed or not, so the file can be closed, and frees the compressor. */
   async settle(): Promise<void> {
-    await Promise.allSettled(this.#pending.flatMap((p) => [p.output, p.hashed]));
-    await this.#held?.hashed.catch(() => {});
-    await this.#writes.catch(() => {});
+    await Promise.allSettled([
+      ...this.#reading.map((r) => r.read),
+      ...this.#pending.flatMap((p) => [p.output, p.hashed]),
+      this.#held?.hashed,
+      this.#writes,
+    ]);
     this.#c.close();
-    this.#tar.release();
+    for (const w of new Set([this.#tar, ...this.#readers])) w.release();
+  }
+
+  /** Hands the reads to the reader with the least to do: each fills its own ranges, so any may. */
+  async #read(input: Buffer, reads: PendingReads): Promise<void> {
+    const reader = this.#readers.reduce((a, b) => (b.waiting < a.waiting ? b : a));
+    const r = await reader.ask({ op: "read", chunk: input, reads: reads.message() });
+    if (r.op === "short" || r.op === "failed") throw reads.error(r);
+  }
+
+  async #hashOldest(): Promise<void> {
+    const { input, read } = this.#reading.shift()!;
+    await read;
+    const hashed = this.#tar.ask({ op: "hash", bytes: input }).then(() => {});
+    hashed.catch(() => {}); // awaited by #writeOldest
+    this.#uncompressed += input.length;
+    if (this.#held !== undefined) await this.#start(this.#held, false);
+    this.#held = { input, hashed };
   }
 
   async #start(chunk: Chunk, last: boolean): Promise<void> {
     const output = this.#c.compress(chunk.input, last);
-    output.catch(() => {}); // awaited in order by #writeOldest; this only keeps a later failure from going unhandled
+    output.catch(() => {}); // awaited in order by #writeOldest
     this.#pending.push({ ...chunk, output });
     while (this.#pending.length >= MAX_IN_FLIGHT) await this.#writeOldest();
   }
@@ -319,81 +414,100 @@ class CompressedOutput {
   }
 }
 
+/** Readers per large layer: with the digest worker, the main thread and the threadpool, enough for every core. */
+const READERS = Math.max(1, availableParallelism());
+
+/** Answers requests in the order asked, on a worker thread or on the calling thread. */
+interface LayerWorker {
+  /** Requests asked and not yet answered. */
+  readonly waiting: number;
+  ask(m: LayerWorkerRequest): Promise<LayerWorkerReply>;
+  /** A request without a reply. */
+  post(m: LayerWorkerRequest): void;
+  /** Done with it for this layer. */
+  release(): void;
+}
+
+function localWorker(): LayerWorker {
+  const handle = layerWorkerHandler();
+  return {
+    waiting: 0,
+    ask: async (m) => handle(m)!,
+    post: (m) => void handle(m),
+    release() {},
+  };
+}
+
 /**
- * The tar's sha256 (and CRC-32 for gzip), taken by a worker thread. Workers are kept for the next layer,
- * unreferenced while idle so they never hold the process open.
+ * A worker thread, kept for the next layer when it has answered everything and unreferenced while idle, so
+ * it never holds the process open.
  */
-class TarDigest {
+class ThreadWorker implements LayerWorker {
   static readonly #idle: Worker[] = [];
   readonly #worker: Worker;
-  readonly #waiting: Array<{ resolve: (r: TarDigestReply) => void; reject: (err: Error) => void }> = [];
+  readonly #waiting: Array<{ resolve: (r: LayerWorkerReply) => void; reject: (err: Error) => void }> = [];
   #failure: Error | undefined;
 
-  constructor(crc32: boolean) {
-    this.#worker = TarDigest.#idle.pop() ?? TarDigest.#spawn();
+  static take(): ThreadWorker {
+    return new ThreadWorker(ThreadWorker.#idle.pop() ?? ThreadWorker.#spawn());
+  }
+
+  static #spawn(): Worker {
+    const w = new Worker(new URL("./layer-worker.ts", import.meta.url), { workerData: LAYER_WORKER });
+    w.on("error", () => {}); // the layer using the worker hears it through its own listener
+    w.on("exit", () => {
+      const i = ThreadWorker.#idle.indexOf(w);
+      if (i !== -1) ThreadWorker.#idle.splice(i, 1);
+    });
+    return w;
+  }
+
+  private constructor(worker: Worker) {
+    this.#worker = worker;
     this.#worker.ref();
     this.#worker.on("message", this.#onReply);
     this.#worker.on("error", this.#onFailure);
     this.#worker.on("exit", this.#onExit);
-    this.#post({ op: "start", crc32 });
   }
 
-  /** Resolves once the worker has hashed the chunk; the chunk must not change until then. */
-  async update(bytes: Buffer): Promise<void> {
-    await this.#ask({ op: "update", bytes });
+  get waiting(): number {
+    return this.#waiting.length;
   }
 
-  async end(): Promise<{ readonly diffId: Digest; readonly crc32: number }> {
-    const r = await this.#ask({ op: "end" });
-    if (r.op !== "ended") throw new LayerError(`the tar digest worker answered ${r.op} to end`);
-    return { diffId: `sha256:${r.sha256}` as Digest, crc32: r.crc32 };
+  ask(m: LayerWorkerRequest): Promise<LayerWorkerReply> {
+    if (this.#failure) return Promise.reject(this.#failure);
+    const reply = new Promise<LayerWorkerReply>((resolve, reject) => this.#waiting.push({ resolve, reject }));
+    this.#worker.postMessage(m);
+    return reply;
   }
 
-  /** Keeps the worker for the next layer when it has answered everything; a worker that failed or still owes answers ends. */
+  post(m: LayerWorkerRequest): void {
+    this.#worker.postMessage(m);
+  }
+
   release(): void {
     this.#worker.off("message", this.#onReply);
     this.#worker.off("error", this.#onFailure);
     this.#worker.off("exit", this.#onExit);
     if (this.#failure === undefined && this.#waiting.length === 0) {
       this.#worker.unref();
-      TarDigest.#idle.push(this.#worker);
+      ThreadWorker.#idle.push(this.#worker);
     } else {
-      void this.#worker.terminate();
+      void this.#worker.terminate(); // a worker that failed or still owes answers is not reused
     }
   }
 
-  static #spawn(): Worker {
-    const w = new Worker(new URL("./tar-digest-worker.ts", import.meta.url));
-    w.on("error", () => {}); // the layer using the worker hears it through its own listener
-    w.on("exit", () => {
-      const i = TarDigest.#idle.indexOf(w);
-      if (i !== -1) TarDigest.#idle.splice(i, 1);
-    });
-    return w;
-  }
-
-  #ask(m: TarDigestRequest): Promise<TarDigestReply> {
-    if (this.#failure) return Promise.reject(this.#failure);
-    const reply = new Promise<TarDigestReply>((resolve, reject) => this.#waiting.push({ resolve, reject }));
-    this.#post(m);
-    return reply;
-  }
-
-  #post(m: TarDigestRequest): void {
-    this.#worker.postMessage(m);
-  }
-
-  readonly #onReply = (r: TarDigestReply): void => {
+  readonly #onReply = (r: LayerWorkerReply): void => {
     this.#waiting.shift()?.resolve(r);
   };
 
   readonly #onFailure = (err: Error): void => {
-    this.#failure ??= new LayerError("hashing the layer's tar failed", { cause: err });
+    this.#failure ??= new LayerError("a layer worker thread failed", { cause: err });
     for (const w of this.#waiting.splice(0)) w.reject(this.#failure);
   };
 
   readonly #onExit = (code: number): void => {
-    this.#onFailure(new Error(`the tar digest worker exited with code ${code}`));
+    this.#onFailure(new Error(`the layer worker thread exited with code ${code}`));
   };
 }
 

@@ -40,21 +40,38 @@ export interface TarHeader {
 const NAME_MAX = 100;
 const MAX_ID = 0o7777777;
 const MAX_SIZE = 0o77777777777;
-const ASCII = /^[\x00-\x7f]*$/;
 
 /**
  * Writes the entry's ustar header into `out` at `offset` (512 bytes, which must be there) when the entry
  * needs no PAX records, the common case, without allocating; returns false, writing nothing, otherwise.
+ * Byte by byte rather than through strings: a layer of small files writes tens of thousands of headers.
  */
 export function writeUstarHeader(h: TarHeader, out: Buffer, offset: number): boolean {
-  if (h.name.length > NAME_MAX || !ASCII.test(h.name) || h.uid > MAX_ID || h.gid > MAX_ID) return false;
+  if (h.name.length > NAME_MAX || !isAscii(h.name) || h.uid > MAX_ID || h.gid > MAX_ID) return false;
   if (h.size > MAX_SIZE || (h.xattrs?.length ?? 0) > 0) return false;
   const link = h.linkname ?? "";
-  if (link.length > NAME_MAX || Buffer.byteLength(link) > NAME_MAX) return false;
-  out.fill(0, offset, offset + BLOCK);
-  out.write(h.name, offset, "latin1");
-  out.write(link, offset + 157, "utf8");
-  ustarFields(out, offset, { ...h, mode: h.mode & 0o7777, dev: [h.devMajor ?? 0, h.devMinor ?? 0] });
+  if (link.length > NAME_MAX || (!isAscii(link) && Buffer.byteLength(link) > NAME_MAX)) return false;
+  out.set(ZERO_BLOCK, offset);
+  for (let i = 0; i < h.name.length; i++) out[offset + i] = h.name.charCodeAt(i);
+  if (isAscii(link)) for (let i = 0; i < link.length; i++) out[offset + 157 + i] = link.charCodeAt(i);
+  else out.write(link, offset + 157, "utf8");
+  ustarFields(
+    out,
+    offset,
+    h.mode & 0o7777,
+    h.uid,
+    h.gid,
+    h.size,
+    h.mtime,
+    h.type,
+    h.devMajor ?? 0,
+    h.devMinor ?? 0,
+  );
+  return true;
+}
+
+function isAscii(s: string): boolean {
+  for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) > 0x7f) return false;
   return true;
 }
 
@@ -68,7 +85,7 @@ export function encodeTarHeader(h: TarHeader): Buffer {
   const records: Buffer[] = [];
   // GNU tar's order: linkpath (written before the header is started), path, uid, gid, size, xattrs.
   if (linkname.length > NAME_MAX) records.push(paxRecord("linkpath", linkname));
-  if (name.length > NAME_MAX || !ASCII.test(h.name)) records.push(paxRecord("path", name));
+  if (name.length > NAME_MAX || !isAscii(h.name)) records.push(paxRecord("path", name));
   if (h.uid > MAX_ID) records.push(paxRecord("uid", Buffer.from(String(h.uid))));
   if (h.gid > MAX_ID) records.push(paxRecord("gid", Buffer.from(String(h.gid))));
   if (h.size > MAX_SIZE) records.push(paxRecord("size", Buffer.from(String(h.size))));
@@ -77,29 +94,24 @@ export function encodeTarHeader(h: TarHeader): Buffer {
   const ustar = Buffer.alloc(BLOCK);
   name.copy(ustar, 0, 0, Math.min(name.length, NAME_MAX));
   linkname.copy(ustar, 157, 0, Math.min(linkname.length, NAME_MAX));
-  ustarFields(ustar, 0, {
-    mode: h.mode & 0o7777,
-    uid: h.uid > MAX_ID ? 0 : h.uid,
-    gid: h.gid > MAX_ID ? 0 : h.gid,
-    size: h.size > MAX_SIZE ? 0 : h.size,
-    mtime: h.mtime,
-    type: h.type,
-    dev: [h.devMajor ?? 0, h.devMinor ?? 0],
-  });
+  ustarFields(
+    ustar,
+    0,
+    h.mode & 0o7777,
+    h.uid > MAX_ID ? 0 : h.uid,
+    h.gid > MAX_ID ? 0 : h.gid,
+    h.size > MAX_SIZE ? 0 : h.size,
+    h.mtime,
+    h.type,
+    h.devMajor ?? 0,
+    h.devMinor ?? 0,
+  );
   if (records.length === 0) return ustar;
 
   const body = Buffer.concat(records);
   const pax = Buffer.alloc(BLOCK);
   Buffer.from(paxHeaderName(h.name), "utf8").copy(pax, 0, 0, NAME_MAX);
-  ustarFields(pax, 0, {
-    mode: 0o644,
-    uid: 0,
-    gid: 0,
-    size: body.length,
-    mtime: h.mtime,
-    type: TarType.paxHeader,
-    dev: undefined,
-  });
+  ustarFields(pax, 0, 0o644, 0, 0, body.length, h.mtime, TarType.paxHeader, undefined, undefined);
   return Buffer.concat([pax, body, Buffer.alloc(padding(body.length)), ustar]);
 }
 
@@ -111,38 +123,51 @@ export function padding(size: number): number {
 /** The end-of-archive marker: two zero blocks (GNU tar with `-b 1`, Go's archive/tar, tar-stream). */
 export const END_OF_ARCHIVE: Buffer = Buffer.alloc(2 * BLOCK);
 
-interface UstarFields {
-  readonly mode: number;
-  readonly uid: number;
-  readonly gid: number;
-  readonly size: number;
-  readonly mtime: number;
-  readonly type: TarType;
-  /** undefined leaves the device fields zero-filled, as GNU tar does in its PAX headers. */
-  readonly dev: readonly [number, number] | undefined;
-}
+const MAGIC = Buffer.from("ustar\x0000", "latin1");
+const ZERO_BLOCK = new Uint8Array(BLOCK);
 
-/** Fills in a header block whose name and linkname are written and whose other bytes are zero. */
-function ustarFields(b: Buffer, o: number, f: UstarFields): void {
-  octal(b, o + 100, 8, f.mode);
-  octal(b, o + 108, 8, f.uid);
-  octal(b, o + 116, 8, f.gid);
-  octal(b, o + 124, 12, f.size);
-  octal(b, o + 136, 12, f.mtime);
-  b.write(f.type, o + 156, "latin1");
-  b.write("ustar\x0000", o + 257, "latin1");
-  if (f.dev !== undefined) {
-    octal(b, o + 329, 8, f.dev[0]);
-    octal(b, o + 337, 8, f.dev[1]);
+/**
+ * Fills in a header block whose name and linkname are written and whose other bytes are zero. Devices
+ * undefined leave the device fields zero-filled, as GNU tar does in its PAX headers.
+ */
+function ustarFields(
+  b: Buffer,
+  o: number,
+  mode: number,
+  uid: number,
+  gid: number,
+  size: number,
+  mtime: number,
+  type: TarType,
+  devMajor: number | undefined,
+  devMinor: number | undefined,
+): void {
+  octal(b, o + 100, 8, mode);
+  octal(b, o + 108, 8, uid);
+  octal(b, o + 116, 8, gid);
+  octal(b, o + 124, 12, size);
+  octal(b, o + 136, 12, mtime);
+  b[o + 156] = type.charCodeAt(0);
+  b.set(MAGIC, o + 257);
+  if (devMajor !== undefined && devMinor !== undefined) {
+    octal(b, o + 329, 8, devMajor);
+    octal(b, o + 337, 8, devMinor);
   }
   let sum = 8 * 0x20; // the checksum field counts as spaces
-  for (let i = o; i < o + BLOCK; i++) sum += b[i]!;
-  b.write(`${sum.toString(8).padStart(6, "0")}\x00 `, o + 148, "latin1");
+  for (let i = o; i < o + 265; i++) sum += b[i]!; // names, numbers, type, link, magic; 265-328 stay zero
+  for (let i = o + 329; i < o + 345; i++) sum += b[i]!; // devices; the rest stays zero
+  octal(b, o + 148, 7, sum);
+  b[o + 155] = 0x20;
 }
 
-/** A zero-padded octal number filling `width - 1` digits and a NUL. */
+/** A zero-padded octal number filling `width - 1` digits and a NUL; callers keep values in range. */
 function octal(b: Buffer, offset: number, width: number, value: number): void {
-  b.write(`${value.toString(8).padStart(width - 1, "0")}\x00`, offset, "latin1");
+  let v = value;
+  for (let i = offset + width - 2; i >= offset; i--) {
+    b[i] = 0x30 + (v % 8);
+    v = Math.floor(v / 8);
+  }
+  b[offset + width - 1] = 0;
 }
 
 /** `<length> <key>=<value>\n`, where length counts its own digits. */

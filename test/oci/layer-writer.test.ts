@@ -3,7 +3,7 @@ import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import { join } from "node:path";
 import { Readable } from "node:stream";
-import { test } from "node:test";
+import { type TestContext, test } from "node:test";
 import { LayerError } from "../../src/errors.ts";
 import type { LayerEntry } from "../../src/oci/layer-entry.ts";
 import { writeLayer } from "../../src/oci/layer-writer.ts";
@@ -154,6 +154,74 @@ test("zstd layers decompress with zstd to the tar, and open() re-reads the blob"
     for await (const c of zst.open()) chunks.push(c as Buffer);
     assert.deepEqual(Buffer.concat(chunks), bytes);
   }
+});
+
+/** Thousands of small files around two that cross chunk boundaries: more than 8 MiB, so workers read it. */
+async function manyFilesTree(t: TestContext): Promise<{ dir: string; tree: string }> {
+  const { dir, tree } = await treeIn(t, randomBytes(6 << 20));
+  for (let d = 0; d < 30; d++) {
+    fs.mkdirSync(join(tree, `many/d${d}`), { recursive: true });
+    for (let f = 0; f < 100; f++) {
+      const n = ((d * 100 + f) * 2654435761) % 5000;
+      fs.writeFileSync(join(tree, `many/d${d}/f${f}`), `file ${d}/${f}\n`.repeat(400).slice(0, n));
+    }
+  }
+  fs.writeFileSync(join(tree, "many/noise"), randomBytes((3 << 20) + 777));
+  return { dir, tree };
+}
+
+test("a layer of thousands of files, read and hashed on worker threads, is GNU tar's archive in every compression", async (t) => {
+  const { dir, tree } = await manyFilesTree(t);
+  const gnu = await gnuTar(tree, MTIME);
+  assert.ok(gnu.length > 8 << 20, "large enough for the worker threads");
+  const diffId = await sha256sum(gnu);
+  const plain = await writeLayer(walkTree(tree), {
+    file: join(dir, "l.tar"),
+    mtime: MTIME,
+    compression: "none",
+  });
+  assert.deepEqual(fs.readFileSync(plain.file), gnu);
+  assert.equal(plain.diffId, diffId);
+  for (const [compression, tool] of [
+    ["gzip", "gzip"],
+    ["zstd", "zstd"],
+  ] as const) {
+    const [a, b] = await Promise.all(
+      ["a", "b"].map((n) =>
+        writeLayer(walkTree(tree), { file: join(dir, `${n}.${compression}`), mtime: MTIME, compression }),
+      ),
+    );
+    assert.equal(a!.diffId, diffId, compression);
+    assert.equal(a!.uncompressedSize, gnu.length, compression);
+    assert.equal(a!.digest, await sha256sum(fs.readFileSync(a!.file)), compression);
+    assert.deepEqual(
+      fs.readFileSync(a!.file),
+      fs.readFileSync(b!.file),
+      `${compression}: two layers at once`,
+    );
+    assert.deepEqual(await runCommand(tool, ["-q", "-dc", a!.file]), gnu, compression);
+  }
+});
+
+test("on worker threads too, a file shorter than its entry or missing is an error naming the entry", async (t) => {
+  const { dir, tree } = await manyFilesTree(t);
+  const file = join(dir, "l.tar.gz");
+  const entries = walkTree(tree);
+  const shrunk = entries.map((e) =>
+    e.path === "many/noise" ? { ...e, size: (e.size ?? 0) + (8 << 20) } : e,
+  );
+  await assert.rejects(writeLayer(shrunk, { file, mtime: 0 }), {
+    code: "KILN_ERR_LAYER",
+    message: `layer entry "many/noise": expected ${(3 << 20) + 777 + (8 << 20)} bytes of content, found ${(3 << 20) + 777}`,
+  });
+  fs.rmSync(join(tree, "many/d7/f3"));
+  await assert.rejects(writeLayer(entries, { file, mtime: 0 }), (err: unknown) => {
+    assert.ok(err instanceof LayerError);
+    assert.equal(err.message, 'layer entry "many/d7/f3": its content cannot be read');
+    assert.equal((err.cause as NodeJS.ErrnoException).code, "ENOENT");
+    return true;
+  });
+  assert.equal(fs.existsSync(file), false, "a failed write leaves no layer file behind");
 });
 
 test("entries given unsorted get sorted, parents added, hardlinks pointed at the first path", async (t) => {
