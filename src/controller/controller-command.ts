@@ -1,8 +1,9 @@
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import { parseArgs } from "node:util";
-import { KubeConfig } from "@kubernetes/client-node";
+import type { Config } from "../config.ts";
 import { InvalidInputError } from "../errors.ts";
+import { inClusterEndpoint, type KubeEndpoint, loadKubeconfig } from "../kube/kubeconfig.ts";
 import type { Logger } from "../log.ts";
 import { Controller, type ControllerOptions } from "./controller.ts";
 
@@ -19,7 +20,7 @@ const positive = (name: string, v: string | undefined, dflt: number): number => 
   return n;
 };
 
-/** Parses `kiln controller` flags. The kubeconfig is the flag's file, or in-cluster config / KUBECONFIG. */
+/** Parses `kiln controller` flags. */
 export function parseControllerArgs(args: readonly string[]): {
   kubeconfig?: string;
   options: ControllerOptions;
@@ -92,13 +93,23 @@ export function parseControllerArgs(args: readonly string[]): {
   return { ...(v.kubeconfig !== undefined ? { kubeconfig: v.kubeconfig as string } : {}), options };
 }
 
+/** The flag's or $KUBECONFIG's file, else the pod's service account, as kubectl and client-go choose. */
+function endpointOf(kubeconfig: string | undefined, config: Config): KubeEndpoint {
+  if (kubeconfig !== undefined) return loadKubeconfig(kubeconfig);
+  const { KUBERNETES_SERVICE_HOST: host, KUBERNETES_SERVICE_PORT: port } = config;
+  if (host === undefined || port === undefined)
+    throw new InvalidInputError("no cluster: give --kubeconfig, set KUBECONFIG, or run in a pod");
+  return inClusterEndpoint(host, port);
+}
+
 /** `kiln controller`: runs until SIGTERM/SIGINT (graceful stop, exit 0) or lost leadership (exit 1). */
-export async function runControllerCommand(args: readonly string[], log: Logger): Promise<number> {
+export async function runControllerCommand(
+  args: readonly string[],
+  config: Config,
+  log: Logger,
+): Promise<number> {
   const { kubeconfig, options } = parseControllerArgs(args);
-  const kc = new KubeConfig();
-  if (kubeconfig !== undefined) kc.loadFromFile(kubeconfig);
-  else kc.loadFromDefault();
-  const controller = new Controller(kc, options, log);
+  const controller = new Controller(endpointOf(kubeconfig ?? config.KUBECONFIG, config), options, log);
   const done = Promise.withResolvers<number>();
   controller.onLostLeadership = () => done.resolve(1);
   for (const signal of ["SIGTERM", "SIGINT"] as const) process.once(signal, () => done.resolve(0));

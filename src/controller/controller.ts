@@ -1,8 +1,9 @@
 import { randomUUID } from "node:crypto";
 import { createServer, type Server } from "node:http";
-import type { KubeConfig, KubernetesObject, V1Pod } from "@kubernetes/client-node";
+import type { KubernetesObject, V1Pod } from "@kubernetes/client-node";
 import { KubeClient } from "../kube/client.ts";
 import { Informer } from "../kube/informer.ts";
+import type { KubeEndpoint } from "../kube/kubeconfig.ts";
 import { LeaderElector } from "../kube/lease.ts";
 import { imageBuildsPath, podsPath } from "../kube/resources.ts";
 import type { Logger } from "../log.ts";
@@ -56,8 +57,8 @@ export class Controller {
   /** Called when leadership is lost: the process should exit and start over, as client-go's do. */
   onLostLeadership: () => void = () => {};
 
-  constructor(kubeConfig: KubeConfig, opts: ControllerOptions, log: Logger) {
-    this.client = new KubeClient(kubeConfig);
+  constructor(endpoint: KubeEndpoint, opts: ControllerOptions, log: Logger) {
+    this.client = new KubeClient(endpoint);
     this.metrics = createMetrics();
     this.#opts = opts;
     this.#log = log;

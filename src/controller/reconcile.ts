@@ -137,6 +137,22 @@ export async function reconcile(req: Request, deps: ReconcileDeps): Promise<Resu
     deps.decide,
   );
 
+  // Pods first: they are what a waiting user (and the apply → pod latency) needs. A crash before the
+  // attempts annotation is written undercounts one attempt, never creates a second pod (names are fixed).
+  await Promise.all(
+    decision.create.map(async (pod) => {
+      const name = pod.metadata!.name!;
+      deps.expectations.created(`${namespace}/${name}`);
+      const outcome = await createPod(deps.client, pod);
+      deps.log.info({ pod: name, outcome }, outcome === "created" ? "Created Pod" : "Pod already exists");
+    }),
+  );
+  await Promise.all(
+    decision.delete.map(async (name) => {
+      await deletePod(deps.client, namespace, name);
+      deps.log.info({ pod: name }, "Deleted Pod");
+    }),
+  );
   const needsFinalizer = !finalizers.includes(FINALIZER) && decision.create.length > 0;
   if (decision.attempts !== undefined || needsFinalizer) {
     try {
@@ -155,28 +171,14 @@ export async function reconcile(req: Request, deps: ReconcileDeps): Promise<Resu
       throw err;
     }
   }
-  await Promise.all(
-    decision.create.map(async (pod) => {
-      const name = pod.metadata!.name!;
-      deps.expectations.created(`${namespace}/${name}`);
-      const outcome = await createPod(deps.client, pod);
-      deps.log.info({ pod: name, outcome }, outcome === "created" ? "Created Pod" : "Pod already exists");
-    }),
-  );
-  await Promise.all(
-    decision.delete.map(async (name) => {
-      await deletePod(deps.client, namespace, name);
-      deps.log.info({ pod: name }, "Deleted Pod");
-    }),
-  );
   const wrote = await writeStatus(deps.client, ib, decision.status);
   if (wrote) deps.log.debug({ phase: decision.status.phase }, "Wrote status");
+  // Events are for people; the worker does not wait for them.
+  const now = deps.now();
   for (const e of decision.events) {
-    try {
-      await recordEvent(deps.client, deps.events, ib, e.type, e.reason, e.message, deps.now());
-    } catch (err) {
-      deps.log.warn({ err, reason: e.reason }, "Failed to record event");
-    }
+    recordEvent(deps.client, deps.events, ib, e.type, e.reason, e.message, now).catch((err: unknown) =>
+      deps.log.warn({ err, reason: e.reason }, "Failed to record event"),
+    );
   }
   const phase = decision.status.phase;
   if (phase === Phase.Succeeded || phase === Phase.Failed) {

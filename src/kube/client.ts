@@ -1,11 +1,13 @@
-import type { KubeConfig } from "@kubernetes/client-node";
+import { createInterface } from "node:readline";
 import { Agent, request } from "undici";
 import { KilnError } from "../errors.ts";
+import type { KubeEndpoint } from "./kubeconfig.ts";
 
 /**
  * A raw JSON client for the Kubernetes API on one keep-alive connection pool. client-node's generated APIs
- * build a new TLS agent per request and turn some objects into classes with Date fields while its watches
- * hand out plain JSON; kiln reads one shape everywhere, the API server's JSON, and parses what it needs.
+ * build a new TLS agent per request, turn some objects into classes with Date fields while its watches hand
+ * out plain JSON, and cost ~85 MiB of memory once loaded; kiln reads the API server's JSON and parses what
+ * it needs. client-node's types are used, as types only.
  */
 
 export const PatchType = {
@@ -49,17 +51,27 @@ export interface RequestOptions {
 }
 
 export class KubeClient {
-  readonly kubeConfig: KubeConfig;
+  readonly endpoint: KubeEndpoint;
   readonly server: string;
   /** Requests sent, by verb, for metrics and the benchmark's requests-per-build figure. */
   readonly requests = new Map<string, number>();
-  #agent: Agent | undefined;
+  readonly #agent: Agent;
 
-  constructor(kubeConfig: KubeConfig) {
-    const cluster = kubeConfig.getCurrentCluster();
-    if (cluster === null) throw new KilnError("the kubeconfig has no current cluster");
-    this.kubeConfig = kubeConfig;
-    this.server = cluster.server.replace(/\/$/, "");
+  constructor(endpoint: KubeEndpoint) {
+    this.endpoint = endpoint;
+    this.server = endpoint.server.replace(/\/$/, "");
+    this.#agent = new Agent({
+      connect: {
+        ...(endpoint.ca !== undefined ? { ca: endpoint.ca } : {}),
+        ...(endpoint.cert !== undefined ? { cert: endpoint.cert } : {}),
+        ...(endpoint.key !== undefined ? { key: endpoint.key } : {}),
+        ...(endpoint.skipTLSVerify ? { rejectUnauthorized: false } : {}),
+      },
+      keepAliveTimeout: 30_000,
+      // A request the API server never answers must not stall a worker or a lease renewal for minutes.
+      headersTimeout: 30_000,
+      bodyTimeout: 30_000,
+    });
   }
 
   get requestCount(): number {
@@ -68,32 +80,30 @@ export class KubeClient {
     return n;
   }
 
-  async request<T = unknown>(method: string, path: string, options: RequestOptions = {}): Promise<T> {
-    // Headers are fetched per request: a service-account token file is rotated under a running process.
-    const opts: { headers?: Record<string, string>; ca?: Buffer; cert?: Buffer; key?: Buffer } = {};
-    await this.kubeConfig.applyToHTTPSOptions(opts as never);
-    this.#agent ??= new Agent({
-      connect: {
-        ...(opts.ca !== undefined ? { ca: opts.ca } : {}),
-        ...(opts.cert !== undefined ? { cert: opts.cert } : {}),
-        ...(opts.key !== undefined ? { key: opts.key } : {}),
-        ...(this.kubeConfig.getCurrentCluster()?.skipTLSVerify ? { rejectUnauthorized: false } : {}),
-      },
-      keepAliveTimeout: 30_000,
-      // A request the API server never answers must not stall a worker or a lease renewal for minutes.
-      headersTimeout: 30_000,
-      bodyTimeout: 30_000,
-    });
+  #url(path: string, query: RequestOptions["query"]): URL {
     const url = new URL(this.server + path);
-    for (const [k, v] of Object.entries(options.query ?? {})) if (v !== undefined) url.searchParams.set(k, v);
-    const headers: Record<string, string> = { ...(opts.headers ?? {}), accept: "application/json" };
-    if (options.body !== undefined) headers["content-type"] = options.contentType ?? "application/json";
+    for (const [k, v] of Object.entries(query ?? {})) if (v !== undefined) url.searchParams.set(k, v);
+    return url;
+  }
+
+  #headers(contentType?: string): Record<string, string> {
+    const token = this.endpoint.token?.();
+    return {
+      accept: "application/json",
+      ...(token !== undefined ? { authorization: `Bearer ${token}` } : {}),
+      ...(contentType !== undefined ? { "content-type": contentType } : {}),
+    };
+  }
+
+  async request<T = unknown>(method: string, path: string, options: RequestOptions = {}): Promise<T> {
     this.requests.set(method, (this.requests.get(method) ?? 0) + 1);
     let res: Awaited<ReturnType<typeof request>>;
     try {
-      res = await request(url, {
+      res = await request(this.#url(path, options.query), {
         method: method as "GET",
-        headers,
+        headers: this.#headers(
+          options.body !== undefined ? (options.contentType ?? "application/json") : undefined,
+        ),
         dispatcher: this.#agent,
         ...(options.body !== undefined ? { body: JSON.stringify(options.body) } : {}),
       });
@@ -101,20 +111,57 @@ export class KubeClient {
       throw new KubeConnectionError(`${method} ${path}: ${(err as Error).message}`, { cause: err });
     }
     const text = await res.body.text();
-    if (res.statusCode >= 300) {
-      let status: { reason?: string; message?: string } = {};
-      try {
-        status = JSON.parse(text) as typeof status;
-      } catch {
-        status = { message: text.slice(0, 200) };
-      }
-      throw new KubeApiError(method, path, res.statusCode, status.reason, status.message ?? "");
-    }
+    if (res.statusCode >= 300) throw apiError(method, path, res.statusCode, text);
     if (options.text) return text as T;
     return (text === "" ? undefined : JSON.parse(text)) as T;
   }
 
-  async close(): Promise<void> {
-    await this.#agent?.close();
+  /**
+   * A watch: calls `onEvent` for each line of the stream until the server ends it (resolves) or it fails
+   * (rejects). Without data for `idleMs` the connection is dropped, as a half-open one would never end.
+   */
+  async watch(
+    path: string,
+    query: RequestOptions["query"],
+    onEvent: (event: { type: string; object: unknown }) => void,
+    signal: AbortSignal,
+    idleMs = 60_000,
+  ): Promise<void> {
+    this.requests.set("WATCH", (this.requests.get("WATCH") ?? 0) + 1);
+    let res: Awaited<ReturnType<typeof request>>;
+    try {
+      res = await request(this.#url(path, { ...query, watch: "true" }), {
+        method: "GET",
+        headers: this.#headers(),
+        dispatcher: this.#agent,
+        signal,
+        bodyTimeout: idleMs,
+      });
+    } catch (err) {
+      throw new KubeConnectionError(`WATCH ${path}: ${(err as Error).message}`, { cause: err });
+    }
+    if (res.statusCode >= 300) throw apiError("WATCH", path, res.statusCode, await res.body.text());
+    try {
+      for await (const line of createInterface({ input: res.body, crlfDelay: Number.POSITIVE_INFINITY })) {
+        if (line !== "") onEvent(JSON.parse(line) as { type: string; object: unknown });
+      }
+    } catch (err) {
+      if (signal.aborted) return;
+      throw new KubeConnectionError(`WATCH ${path}: ${(err as Error).message}`, { cause: err });
+    }
   }
+
+  async close(): Promise<void> {
+    await this.#agent.close();
+  }
+}
+
+function apiError(method: string, path: string, status: number, text: string): KubeApiError {
+  let body: { reason?: string; message?: string } = {};
+  try {
+    body = JSON.parse(text) as typeof body;
+  } catch {
+    body = { message: text.slice(0, 200) };
+  }
+  return new KubeApiError(method, path, status, body.reason, body.message ?? "");
 }

@@ -1,59 +1,53 @@
-import { type KubernetesListObject, type KubernetesObject, ListWatch, Watch } from "@kubernetes/client-node";
+import type { KubernetesListObject, KubernetesObject } from "@kubernetes/client-node";
 import type { Logger } from "../log.ts";
-import type { KubeClient } from "./client.ts";
+import { KubeApiError, type KubeClient } from "./client.ts";
 
 export interface InformerOptions<T> {
   /** The collection's path, such as `/api/v1/pods` or `/apis/kiln.dev/v1alpha1/namespaces/ns/imagebuilds`. */
   readonly path: string;
   readonly labelSelector?: string;
-  /** Called for every add, update and delete, and for every object of a relist. */
+  /** Called for every add, update and delete, and for every object a relist adds, changes or removes. */
   readonly onChange: (obj: T, verb: "add" | "update" | "delete") => void;
   readonly log: Logger;
-  /** First and longest wait before restarting after an error. */
+  /** First and longest wait before trying again after an error. */
   readonly backoffMs?: { readonly initial: number; readonly max: number };
 }
 
 /**
- * A cache of one collection kept by list+watch. client-node's ListWatch relists by itself after a 410 and
- * reconnects after a timeout, but stops for good on any other error (a refused connection, a 500, a list
- * that fails); this restarts it with exponential backoff so the cache keeps converging.
+ * What the cache keeps of an object: managedFields are dropped (the server-side-apply bookkeeping is often
+ * the largest part of an object, and nothing here reads it), as client-go's informers are told to.
+ */
+function trim<T extends KubernetesObject>(obj: T): T {
+  if (obj.metadata?.managedFields !== undefined) delete obj.metadata.managedFields;
+  return obj;
+}
+
+const keyOf = (o: KubernetesObject) => `${o.metadata?.namespace ?? ""}/${o.metadata?.name ?? ""}`;
+
+/**
+ * A cache of one collection kept by list+watch, as client-go's reflector: list, then watch from the list's
+ * resourceVersion with bookmarks; a watch the server ends is resumed from the last version seen; a 410
+ * (the version is too old) lists again and reports what changed meanwhile; any other error is retried with
+ * exponential backoff — the informer never stops by itself.
  */
 export class Informer<T extends KubernetesObject> {
-  readonly #lw: ListWatch<T>;
+  readonly #client: KubeClient;
   readonly #opts: InformerOptions<T>;
-  #stopped = false;
-  #synced = false;
+  readonly #objects = new Map<string, T>();
+  readonly #abort = new AbortController();
   readonly #ready = Promise.withResolvers<void>();
-  #failures = 0;
-  #timer: NodeJS.Timeout | undefined;
+  #resourceVersion = "";
+  #synced = false;
+  #loop: Promise<void> | undefined;
 
   constructor(client: KubeClient, opts: InformerOptions<T>) {
+    this.#client = client;
     this.#opts = opts;
-    // ListWatch swallows a failed list into its error callback, so "synced" is known only here; the cache
-    // is filled right after this promise settles, hence the setImmediate.
-    const list = async () => {
-      const items = await client.request<KubernetesListObject<T>>("GET", opts.path, {
-        query: { labelSelector: opts.labelSelector },
-      });
-      setImmediate(() => {
-        this.#synced = true;
-        this.#ready.resolve();
-      });
-      return items;
-    };
-    this.#lw = new ListWatch<T>(opts.path, new Watch(client.kubeConfig), list, false, opts.labelSelector);
-    for (const verb of ["add", "update", "delete"] as const) {
-      this.#lw.on(verb, (obj) => {
-        this.#failures = 0;
-        opts.onChange(obj, verb);
-      });
-    }
-    this.#lw.on("error", (err) => this.#restart(err));
   }
 
-  /** Resolves once the first list is in the cache and the watch is open. */
+  /** Starts the loop; resolves once the first list is in the cache. */
   async start(): Promise<void> {
-    this.#lw.start().catch((err: unknown) => this.#restart(err));
+    this.#loop ??= this.#run();
     await this.#ready.promise;
   }
 
@@ -62,27 +56,91 @@ export class Informer<T extends KubernetesObject> {
   }
 
   get(name: string, namespace?: string): T | undefined {
-    return this.#lw.get(name, namespace);
+    return this.#objects.get(`${namespace ?? ""}/${name}`);
   }
 
-  list(namespace?: string): readonly T[] {
-    return this.#lw.list(namespace);
+  list(): readonly T[] {
+    return [...this.#objects.values()];
   }
 
   async stop(): Promise<void> {
-    this.#stopped = true;
-    clearTimeout(this.#timer);
-    await this.#lw.stop();
+    this.#abort.abort();
+    await this.#loop;
   }
 
-  #restart(err: unknown): void {
-    if (this.#stopped) return;
+  async #run(): Promise<void> {
     const { initial, max } = this.#opts.backoffMs ?? { initial: 500, max: 30_000 };
-    const delay = Math.min(max, initial * 2 ** this.#failures++);
-    this.#opts.log.warn({ err, path: this.#opts.path, retryInMs: delay }, "Watch failed; restarting");
-    this.#timer = setTimeout(() => {
-      if (this.#stopped) return;
-      this.#lw.start().catch((e: unknown) => this.#restart(e));
-    }, delay);
+    let failures = 0;
+    const signal = this.#abort.signal;
+    while (!signal.aborted) {
+      try {
+        if (this.#resourceVersion === "") await this.#relist();
+        await this.#client.watch(
+          this.#opts.path,
+          {
+            labelSelector: this.#opts.labelSelector,
+            resourceVersion: this.#resourceVersion,
+            allowWatchBookmarks: "true",
+            timeoutSeconds: String(240 + Math.floor(Math.random() * 120)),
+          },
+          (e) => this.#event(e.type, e.object as T & { code?: number }),
+          signal,
+        );
+        failures = 0;
+      } catch (err) {
+        if (signal.aborted) return;
+        if (err instanceof KubeApiError && err.status === 410) this.#resourceVersion = "";
+        const delay = Math.min(max, initial * 2 ** failures++);
+        this.#opts.log.warn({ err, path: this.#opts.path, retryInMs: delay }, "Watch failed; retrying");
+        await new Promise((r) => setTimeout(r, delay).unref());
+      }
+    }
+  }
+
+  async #relist(): Promise<void> {
+    const list = await this.#client.request<KubernetesListObject<T>>("GET", this.#opts.path, {
+      query: { labelSelector: this.#opts.labelSelector },
+    });
+    const seen = new Set<string>();
+    for (const obj of list.items.map(trim)) {
+      const key = keyOf(obj);
+      seen.add(key);
+      const prev = this.#objects.get(key);
+      this.#objects.set(key, obj);
+      if (prev?.metadata?.resourceVersion !== obj.metadata?.resourceVersion)
+        this.#opts.onChange(obj, prev === undefined ? "add" : "update");
+    }
+    for (const [key, obj] of this.#objects) {
+      if (seen.has(key)) continue;
+      this.#objects.delete(key);
+      this.#opts.onChange(obj, "delete");
+    }
+    this.#resourceVersion = list.metadata?.resourceVersion ?? "";
+    this.#synced = true;
+    this.#ready.resolve();
+  }
+
+  #event(type: string, obj: T & { code?: number }): void {
+    switch (type) {
+      case "ADDED":
+      case "MODIFIED": {
+        trim(obj);
+        const key = keyOf(obj);
+        const existed = this.#objects.has(key);
+        this.#objects.set(key, obj);
+        this.#opts.onChange(obj, existed ? "update" : "add");
+        break;
+      }
+      case "DELETED":
+        this.#objects.delete(keyOf(obj));
+        this.#opts.onChange(obj, "delete");
+        break;
+      case "ERROR":
+        // A Status inside the stream: 410 Gone means list again; the stream ends right after.
+        if (obj.code === 410) this.#resourceVersion = "";
+        return;
+    }
+    const rv = obj.metadata?.resourceVersion;
+    if (rv !== undefined && this.#resourceVersion !== "") this.#resourceVersion = rv;
   }
 }

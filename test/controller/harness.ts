@@ -7,8 +7,9 @@ import type { V1Pod } from "@kubernetes/client-node";
 import { imageBuildCrd } from "../../src/api/crd.ts";
 import { API_GROUP, IMAGE_BUILD_PLURAL, type ImageBuild } from "../../src/api/image-build.ts";
 import { isNotFound, KubeClient } from "../../src/kube/client.ts";
+import { loadKubeconfig } from "../../src/kube/kubeconfig.ts";
 import { imageBuildsPath, podsPath } from "../../src/kube/resources.ts";
-import { type ClusterEnv, clusterKubeConfig, loadClusterEnv } from "../cluster/cluster-env.ts";
+import { type ClusterEnv, loadClusterEnv } from "../cluster/cluster-env.ts";
 import { kilnImage } from "../helpers/kiln-image.ts";
 
 const KILN = resolve(import.meta.dirname, "../../bin/kiln");
@@ -26,7 +27,7 @@ let shared: Promise<Cluster> | undefined;
 export function cluster(): Promise<Cluster> {
   shared ??= (async () => {
     const env = loadClusterEnv();
-    const client = new KubeClient(clusterKubeConfig(env));
+    const client = new KubeClient(loadKubeconfig(env.KUBECONFIG));
     const crd = `/apis/apiextensions.k8s.io/v1/customresourcedefinitions/${IMAGE_BUILD_PLURAL}.${API_GROUP}`;
     await client.request("PATCH", crd, {
       body: imageBuildCrd(),
@@ -168,6 +169,7 @@ export function startController(
   ns: string,
   t: { after(fn: () => Promise<unknown>): void },
   extra: readonly string[] = [],
+  logLevel = "debug",
 ): ControllerProcess {
   const args = [
     "controller",
@@ -185,7 +187,7 @@ export function startController(
   ];
   const proc = spawn(KILN, args, {
     stdio: ["ignore", "ignore", "pipe"],
-    env: { ...process.env, LOG_LEVEL: "debug" },
+    env: { ...process.env, LOG_LEVEL: logLevel },
   });
   const logs: Record<string, unknown>[] = [];
   const exited = new Promise<number | null>((res) => proc.once("exit", (code) => res(code)));

@@ -3,8 +3,9 @@ import { randomBytes } from "node:crypto";
 import { test } from "node:test";
 import { pino } from "pino";
 import { KubeClient } from "../../src/kube/client.ts";
+import { loadKubeconfig } from "../../src/kube/kubeconfig.ts";
 import { LeaderElector, type Lease, microTime } from "../../src/kube/lease.ts";
-import { clusterKubeConfig } from "../cluster/cluster-env.ts";
+import { loadClusterEnv } from "../cluster/cluster-env.ts";
 
 const log = pino({ level: "silent" });
 
@@ -13,7 +14,7 @@ test("microTime writes six fractional digits, as metav1.MicroTime", () => {
 });
 
 test("Lease election against the API server: one holder, no takeover before expiry, release hands over", async (t) => {
-  const client = new KubeClient(clusterKubeConfig());
+  const client = new KubeClient(loadKubeconfig(loadClusterEnv().KUBECONFIG));
   t.after(() => client.close());
   const name = `kiln-test-${randomBytes(4).toString("hex")}`;
   const path = `/apis/coordination.k8s.io/v1/namespaces/default/leases/${name}`;
