@@ -11,9 +11,10 @@ import {
 } from "../executor/file-stage.ts";
 import { ImageRoots } from "../executor/image-rootfs.ts";
 import type { Image } from "../oci/image.ts";
+import { applyLayer } from "../oci/layer-apply.ts";
 import { type Platform, parsePlatform } from "../oci/platform.ts";
 import type { BuildPlan, Stage, Step } from "../plan/plan.ts";
-import { cachedRoot } from "./root-cache.ts";
+import { cachedRoot, mountOverlay } from "./root-cache.ts";
 import { buildRunStage, type RunOptions, type RunStageStats } from "./run-stage.ts";
 
 /** Finds a base image (a registry reference or `oci:DIR[:REF]`) for a platform. */
@@ -54,6 +55,7 @@ export async function buildPlanLocally(
   const roots = new ImageRoots(join(workDir, "roots"));
   // Roots of stages that ran in a container, mounted until the build ends: later stages copy from them.
   const stageRoots = new Map<string, string>();
+  const stageBases = new Map<string, Image>();
   const closers: (() => Promise<void>)[] = [];
   try {
     const results: PlatformResult[] = [];
@@ -63,6 +65,7 @@ export async function buildPlanLocally(
       for (const stage of plan.stages.filter((s) => (s.buildFor ?? s.platform) === platformName)) {
         const stagePlatform = parsePlatform(stage.platform);
         const base = await baseOf(stage, stagePlatform, built, resolveBase);
+        stageBases.set(`${platformName}\0${stage.name}`, base);
         const sourceRoots: SourceRoots = async (from) => {
           if (from.kind === "image") {
             const key = `image ${from.image} (${stage.platform})`;
@@ -77,7 +80,22 @@ export async function buildPlanLocally(
               `stage ${stage.name} copies from stage ${from.stage}, which is not built yet`,
             );
           const key = `stage ${from.stage} (${platformName})`;
-          const ran = stageRoots.get(`${platformName}\0${from.stage}`);
+          const id = `${platformName}\0${from.stage}`;
+          let ran = stageRoots.get(id);
+          const stageBase = stageBases.get(id);
+          if (ran === undefined && options.run !== undefined && stageBase !== undefined) {
+            // A stage whose steps all came from the cache has no root yet: an overlay of its base's
+            // unpacked root with the stage's own layers on top costs what those layers cost.
+            const overlay = await mountOverlay(
+              await cachedRoot(stageBase, options.run.roots),
+              await mkdtemp(join(workDir, "from-")),
+            );
+            closers.push(overlay.unmount);
+            for (const layer of img.layers.slice(stageBase.layers.length))
+              await applyLayer(layer.open(), overlay.root);
+            ran = overlay.root;
+            stageRoots.set(id, ran);
+          }
           return ran === undefined ? roots.root(key, img) : rootContext(key, ran);
         };
         const inputs: StageInputs = {

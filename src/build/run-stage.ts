@@ -62,9 +62,12 @@ export async function buildRunStage(
   // The base is unpacked (once, kept between builds) for the container anyway: its tree comes from a walk
   // of that root, cheaper than reading every layer's headers again.
   const baseRoot = await cachedRoot(inputs.base, run.roots);
+  // Only the cache or a file step before the first RUN needs the tree here; the executor walks the root anyway.
+  const first = stage.steps.find((s) => s.kind !== "config");
+  const needsTree = run.cache !== undefined || first?.kind !== "run";
   const progress = await buildStage(stage, {
     ...inputs,
-    tree: treeOf(takeSnapshot(baseRoot)),
+    ...(needsTree ? { tree: treeOf(takeSnapshot(baseRoot)) } : {}),
     runStep: async (_step, key) => {
       const layer = await run.cache?.lookup(key, platform);
       if (layer === undefined) return undefined;
