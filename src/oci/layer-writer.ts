@@ -60,8 +60,7 @@ export async function writeLayer(
   if (!Number.isInteger(options.mtime) || options.mtime < 0 || options.mtime > MAX_MTIME) {
     throw new LayerError(`layer mtime ${options.mtime} is not a whole number of seconds in tar's range`);
   }
-  const all: LayerEntry[] = [];
-  for await (const e of entries) all.push(e);
+  const all = Array.isArray(entries) ? (entries as readonly LayerEntry[]) : await collect(entries);
   const sorted = normalizeEntries(all, { addParents: options.addParents ?? false });
 
   const fd = fs.openSync(options.file, "w");
@@ -69,7 +68,10 @@ export async function writeLayer(
   let written = false;
   try {
     const tar = new TarChunks(out);
-    for (const e of sorted) await writeEntry(tar, e, options.mtime);
+    for (const e of sorted) {
+      const more = writeEntry(tar, e, options.mtime);
+      if (more !== undefined) await more;
+    }
     await tar.write(END_OF_ARCHIVE);
     const sizes = await out.finish(...tar.takeRest());
     written = true;
@@ -89,6 +91,13 @@ export async function writeLayer(
     fs.closeSync(fd);
     if (!written) fs.rmSync(options.file, { force: true }); // no half layer left to be mistaken for one
   }
+}
+
+/** An array is taken as it is: awaiting each of tens of thousands of entries costs more than writing them. */
+async function collect(entries: Iterable<LayerEntry> | AsyncIterable<LayerEntry>): Promise<LayerEntry[]> {
+  const all: LayerEntry[] = [];
+  for await (const e of entries) all.push(e);
+  return all;
 }
 
 /**
@@ -114,12 +123,16 @@ const TYPEFLAG: Record<LayerEntry["type"], TarType> = {
   fifo: TarType.fifo,
 };
 
-async function writeEntry(tar: TarChunks, e: LayerEntry, mtime: number): Promise<void> {
+/**
+ * Returns a promise only when the entry filled a chunk and may have to wait for room; nearly every small
+ * entry is laid out without one, as an await per entry (and per field) cost more than the entry itself.
+ */
+function writeEntry(tar: TarChunks, e: LayerEntry, mtime: number): Promise<void> | undefined {
   const size = e.type === "file" ? (e.size ?? 0) : 0;
   const linked = e.type === "symlink" || e.type === "hardlink";
   const device = e.type === "char" || e.type === "block";
   // One literal of one shape for every entry: no spreads in a loop over tens of thousands.
-  await tar.header({
+  const header = tar.header({
     name: e.type === "dir" ? `${e.path}/` : e.path,
     type: TYPEFLAG[e.type],
     mode: e.mode,
@@ -132,11 +145,19 @@ async function writeEntry(tar: TarChunks, e: LayerEntry, mtime: number): Promise
     devMinor: device ? (e.devMinor ?? 0) : undefined,
     xattrs: e.xattrs ? sortedXattrs(e.xattrs) : undefined,
   });
-  if (size === 0) return;
+  if (header !== undefined) return header.then(() => writeContent(tar, e, size));
+  return writeContent(tar, e, size);
+}
+
+function writeContent(tar: TarChunks, e: LayerEntry, size: number): Promise<void> | undefined {
+  if (size === 0) return undefined;
   if (e.content === undefined) throw new LayerError(`layer entry ${JSON.stringify(e.path)} has no content`);
-  if (typeof e.content === "string") await tar.copyFile(e.content, size, e.path);
-  else await tar.copyStream(e.content(), size, e.path);
-  await tar.zeros(padding(size));
+  const content =
+    typeof e.content === "string"
+      ? tar.copyFile(e.content, size, e.path)
+      : tar.copyStream(e.content(), size, e.path);
+  if (content !== undefined) return content.then(() => tar.zeros(padding(size)));
+  return tar.zeros(padding(size));
 }
 
 function sortedXattrs(x: Readonly<Record<string, Buffer | string>>): Array<[string, Buffer]> {
@@ -174,23 +195,32 @@ class TarChunks {
   }
 
   /** Headers go straight into the chunk; the position is always on a block boundary with a block free. */
-  async header(h: TarHeader): Promise<void> {
+  header(h: TarHeader): Promise<void> | undefined {
     if (!writeUstarHeader(h, this.#buf, this.#pos)) return this.write(encodeTarHeader(h));
     this.#pos += BLOCK;
-    if (this.#pos === this.#buf.length) await this.#emit();
+    return this.#pos === this.#buf.length ? this.#emit() : undefined;
   }
 
   /** Padding, always less than a block, so it never crosses a chunk boundary. */
-  async zeros(n: number): Promise<void> {
+  zeros(n: number): Promise<void> | undefined {
     this.#buf.fill(0, this.#pos, this.#pos + n);
     this.#pos += n;
-    if (this.#pos === this.#buf.length) await this.#emit();
+    return this.#pos === this.#buf.length ? this.#emit() : undefined;
   }
 
   /** Lays out `size` bytes of the file, split where chunks end, to be read by the chunk's reader. */
-  async copyFile(file: string, size: number, entry: string): Promise<void> {
+  copyFile(file: string, size: number, entry: string): Promise<void> | undefined {
     if (file.includes("\0"))
       throw new LayerError(`layer entry ${JSON.stringify(entry)}: its file's path holds a NUL`);
+    if (this.#pos + size < this.#buf.length) {
+      this.#reads.add(file, entry, 0, size, this.#pos, size);
+      this.#pos += size;
+      return undefined;
+    }
+    return this.#copyAcross(file, size, entry);
+  }
+
+  async #copyAcross(file: string, size: number, entry: string): Promise<void> {
     for (let done = 0; done < size; ) {
       const n = Math.min(size - done, this.#buf.length - this.#pos);
       this.#reads.add(file, entry, done, n, this.#pos, size);
