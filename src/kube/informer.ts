@@ -1,4 +1,5 @@
 import type { KubernetesListObject, KubernetesObject } from "@kubernetes/client-node";
+import { JOB_ANNOTATION } from "../api/stage-job.ts";
 import type { Logger } from "../log.ts";
 import { KubeApiError, type KubeClient } from "./client.ts";
 
@@ -13,12 +14,17 @@ export interface InformerOptions<T> {
   readonly backoffMs?: { readonly initial: number; readonly max: number };
 }
 
+/** Annotations that copy an object's content and that nothing reading the cache needs. */
+const BULKY_ANNOTATIONS = ["kubectl.kubernetes.io/last-applied-configuration", JOB_ANNOTATION];
+
 /**
- * What the cache keeps of an object: managedFields are dropped (the server-side-apply bookkeeping is often
- * the largest part of an object, and nothing here reads it), as client-go's informers are told to.
+ * What the cache keeps of an object: managedFields (server-side-apply bookkeeping, often the largest part
+ * of an object) and copies of the content in annotations are dropped, as client-go's informers are told to.
  */
 function trim<T extends KubernetesObject>(obj: T): T {
-  if (obj.metadata?.managedFields !== undefined) delete obj.metadata.managedFields;
+  const meta = obj.metadata;
+  if (meta?.managedFields !== undefined) delete meta.managedFields;
+  for (const a of BULKY_ANNOTATIONS) if (meta?.annotations?.[a] !== undefined) delete meta.annotations[a];
   return obj;
 }
 

@@ -63,7 +63,7 @@ async function started(t: TestContext) {
   const pods = podHistory(c, ns, t);
   const ctl = startController(c, ns, t);
   await ctl.reconciling;
-  return { c, ns, pods };
+  return { c, ns, pods, ctl };
 }
 
 async function eventReasons(c: Cluster, ns: string): Promise<string[]> {
@@ -79,7 +79,7 @@ async function eventReasons(c: Cluster, ns: string): Promise<string[]> {
 
 suite("controller on the test cluster", { concurrency: true, timeout: 400_000 }, () => {
   test("an ImageBuild reaches Succeeded with the digest the registry holds; the secret reaches only the pusher", async (t) => {
-    const { c, ns } = await started(t);
+    const { c, ns, ctl } = await started(t);
     const secret = await createPushSecret(c, ns);
     const spec = layersSpec(c, `e2e/${ns}/ok`, { "hello.txt": "hello\n" }, {});
     (spec as { output: object }).output = {
@@ -134,6 +134,20 @@ suite("controller on the test cluster", { concurrency: true, timeout: 400_000 },
     const reasons = await eventReasons(c, ns);
     for (const r of ["Scheduled", "StageSucceeded", "Pushed"])
       assert.ok(reasons.includes(r), `event ${r} in ${reasons}`);
+
+    const port = ctl.logs.find((l) => l.msg === "Controller started")?.port;
+    const get = async (path: string) => {
+      const res = await fetch(`http://127.0.0.1:${port}${path}`);
+      return [res.status, await res.text()] as const;
+    };
+    assert.deepEqual(await get("/healthz"), [200, "ok\n"]);
+    assert.deepEqual(await get("/readyz"), [200, "ok\n"]);
+    const [status, metrics] = await get("/metrics");
+    assert.equal(status, 200);
+    assert.match(metrics, /^kiln_builds_total\{result="succeeded"\} 1$/m);
+    assert.match(metrics, /^kiln_build_duration_seconds_count\{result="succeeded"\} 1$/m);
+    assert.match(metrics, /^kiln_queue_depth 0$/m);
+    assert.equal(await ctl.stop(), 0); // SIGTERM: a graceful stop, exit code 0
   });
 
   test("two controllers and a killed leader: one leads at a time, exactly one pod, the build finishes", {
