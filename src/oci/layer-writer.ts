@@ -11,7 +11,8 @@ import { digestOf } from "./digest.ts";
 import type { Layer } from "./image.ts";
 import { type LayerEntry, normalizeEntries } from "./layer-entry.ts";
 import {
-  type ChunkReads,
+  type ChunkFill,
+  FillOp,
   LAYER_WORKER,
   type LayerWorkerReply,
   type LayerWorkerRequest,
@@ -22,10 +23,10 @@ import {
   BLOCK,
   END_OF_ARCHIVE,
   encodeTarHeader,
+  fitsUstar,
   padding,
   type TarHeader,
   TarType,
-  writeUstarHeader,
 } from "./tar-header.ts";
 
 export interface WriteLayerOptions {
@@ -167,16 +168,16 @@ function sortedXattrs(x: Readonly<Record<string, Buffer | string>>): Array<[stri
 }
 
 /**
- * Gathers the tar into chunks of exactly the compressor's chunk size. Headers and padding are written here;
- * file content is only laid out, as read jobs the chunk carries to a reader, so the main thread never waits
- * for a file while workers and the threadpool read, hash and compress the chunks before it. Streamed
- * content is copied in here, in order.
+ * Lays the tar out in chunks of exactly the compressor's chunk size. Headers, file content and padding are
+ * only recorded, as the chunk's fill, for a worker to write and read, so the main thread never touches a
+ * file or a header's bytes while workers and the threadpool fill, hash and compress the chunks before it.
+ * Bytes it has in hand (streamed content, PAX headers, the end of the archive) it copies in itself.
  */
 class TarChunks {
   readonly #out: CompressedOutput;
   #buf: Buffer;
   #pos = 0;
-  #reads = new PendingReads();
+  #fill = new PendingFill();
 
   constructor(out: CompressedOutput) {
     this.#out = out;
@@ -194,26 +195,29 @@ class TarChunks {
     }
   }
 
-  /** Headers go straight into the chunk; the position is always on a block boundary with a block free. */
+  /** A ustar header is one block, and the position is always on a block boundary with a block free. */
   header(h: TarHeader): Promise<void> | undefined {
-    if (!writeUstarHeader(h, this.#buf, this.#pos)) return this.write(encodeTarHeader(h));
+    if (!fitsUstar(h) || h.name.includes("\0") || h.linkname?.includes("\0"))
+      return this.write(encodeTarHeader(h));
+    this.#fill.header(h, this.#pos);
     this.#pos += BLOCK;
     return this.#pos === this.#buf.length ? this.#emit() : undefined;
   }
 
   /** Padding, always less than a block, so it never crosses a chunk boundary. */
   zeros(n: number): Promise<void> | undefined {
-    this.#buf.fill(0, this.#pos, this.#pos + n);
+    if (n === 0) return undefined;
+    this.#fill.zeros(this.#pos, n);
     this.#pos += n;
     return this.#pos === this.#buf.length ? this.#emit() : undefined;
   }
 
-  /** Lays out `size` bytes of the file, split where chunks end, to be read by the chunk's reader. */
+  /** Lays out `size` bytes of the file, split where chunks end. */
   copyFile(file: string, size: number, entry: string): Promise<void> | undefined {
     if (file.includes("\0"))
       throw new LayerError(`layer entry ${JSON.stringify(entry)}: its file's path holds a NUL`);
     if (this.#pos + size < this.#buf.length) {
-      this.#reads.add(file, entry, 0, size, this.#pos, size);
+      this.#fill.file(file, entry, 0, size, this.#pos, size);
       this.#pos += size;
       return undefined;
     }
@@ -223,7 +227,7 @@ class TarChunks {
   async #copyAcross(file: string, size: number, entry: string): Promise<void> {
     for (let done = 0; done < size; ) {
       const n = Math.min(size - done, this.#buf.length - this.#pos);
-      this.#reads.add(file, entry, done, n, this.#pos, size);
+      this.#fill.file(file, entry, done, n, this.#pos, size);
       this.#pos += n;
       done += n;
       if (this.#pos === this.#buf.length) await this.#emit();
@@ -242,52 +246,56 @@ class TarChunks {
     if (seen !== size) throw changedWhileReading(entry, size, seen);
   }
 
-  /** The last, partial chunk and its reads. */
-  takeRest(): [Buffer, PendingReads] {
-    return [this.#buf.subarray(0, this.#pos), this.#reads];
+  /** The last, partial chunk and its fill. */
+  takeRest(): [Buffer, PendingFill] {
+    return [this.#buf.subarray(0, this.#pos), this.#fill];
   }
 
   async #emit(): Promise<void> {
     const full = this.#buf;
-    const reads = this.#reads;
+    const fill = this.#fill;
     this.#buf = this.#out.take();
     this.#pos = 0;
-    this.#reads = new PendingReads();
-    await this.#out.push(full, reads);
+    this.#fill = new PendingFill();
+    await this.#out.push(full, fill);
   }
 }
 
-/** The files to read into one chunk, gathered as the chunk is laid out. */
-class PendingReads {
-  readonly #files: string[] = [];
-  readonly #entries: string[] = [];
-  readonly #spans: number[] = [];
+/** The fill of one chunk, gathered as the chunk is laid out (see ChunkFill). */
+class PendingFill {
+  readonly #strings: string[] = [];
+  readonly #ops: number[] = [];
+  /** Per FILE op, its entry's path and whole size, for the error when the file is short. */
+  readonly #files: Array<readonly [entry: string, size: number]> = [];
 
   get empty(): boolean {
-    return this.#files.length === 0;
+    return this.#ops.length === 0;
   }
 
-  add(
-    file: string,
-    entry: string,
-    fileOffset: number,
-    length: number,
-    chunkOffset: number,
-    size: number,
-  ): void {
-    this.#files.push(file);
-    this.#entries.push(entry);
-    this.#spans.push(fileOffset, length, chunkOffset, size);
+  header(h: TarHeader, at: number): void {
+    this.#strings.push(h.name, h.linkname ?? "");
+    this.#ops.push(FillOp.header, at, h.mode, h.uid, h.gid, h.size, h.mtime, h.type.charCodeAt(0));
+    this.#ops.push(h.devMajor ?? 0, h.devMinor ?? 0);
   }
 
-  message(): ChunkReads {
-    return { files: this.#files.join("\0"), spans: Float64Array.from(this.#spans) };
+  file(path: string, entry: string, fileOffset: number, length: number, at: number, size: number): void {
+    this.#strings.push(path);
+    this.#ops.push(FillOp.file, at, fileOffset, length);
+    this.#files.push([entry, size]);
   }
 
-  /** The error for a reader's answer about the `file`th read. */
+  zeros(at: number, length: number): void {
+    this.#ops.push(FillOp.zeros, at, length);
+  }
+
+  message(): ChunkFill {
+    return { strings: this.#strings.join("\0"), ops: Float64Array.from(this.#ops) };
+  }
+
+  /** The error for a worker's answer about the chunk's `file`th FILE op. */
   error(r: Extract<LayerWorkerReply, { readonly file: number }>): LayerError {
-    const entry = this.#entries[r.file]!;
-    if (r.op === "short") return changedWhileReading(entry, this.#spans[4 * r.file + 3]!, r.found);
+    const [entry, size] = this.#files[r.file]!;
+    if (r.op === "short") return changedWhileReading(entry, size, r.found);
     const cause = Object.assign(new Error(r.message), r.code === undefined ? {} : { code: r.code });
     return new LayerError(`layer entry ${JSON.stringify(entry)}: its content cannot be read`, { cause });
   }
@@ -360,16 +368,16 @@ class CompressedOutput {
     return this.#free.pop() ?? Buffer.from(new SharedArrayBuffer(this.#c.chunkSize));
   }
 
-  /** Takes a chunk whose headers are written and whose file content `reads` will fill. */
-  async push(input: Buffer, reads: PendingReads): Promise<void> {
-    const read = reads.empty ? Promise.resolve() : this.#read(input, reads);
+  /** Takes a laid-out chunk, which `fill` completes. */
+  async push(input: Buffer, fill: PendingFill): Promise<void> {
+    const read = fill.empty ? Promise.resolve() : this.#fillChunk(input, fill);
     read.catch(() => {}); // awaited in order by #hashOldest; this only keeps a later failure from going unhandled
     this.#reading.push({ input, read });
     while (this.#reading.length > MAX_READING) await this.#hashOldest();
   }
 
-  async finish(rest: Buffer, reads: PendingReads): Promise<Sizes> {
-    if (rest.length > 0) await this.push(rest, reads);
+  async finish(rest: Buffer, fill: PendingFill): Promise<Sizes> {
+    if (rest.length > 0) await this.push(rest, fill);
     while (this.#reading.length > 0) await this.#hashOldest();
     await this.#start(this.#held ?? { input: Buffer.alloc(0), hashed: Promise.resolve() }, true);
     while (this.#pending.length > 0) await this.#writeOldest();
@@ -398,11 +406,11 @@ class CompressedOutput {
     for (const w of new Set([this.#tar, ...this.#readers])) w.release();
   }
 
-  /** Hands the reads to the reader with the least to do: each fills its own ranges, so any may. */
-  async #read(input: Buffer, reads: PendingReads): Promise<void> {
+  /** Hands the fill to the worker with the least to do: each fills its own ranges, so any may. */
+  async #fillChunk(input: Buffer, fill: PendingFill): Promise<void> {
     const reader = this.#readers.reduce((a, b) => (b.waiting < a.waiting ? b : a));
-    const r = await reader.ask({ op: "read", chunk: input, reads: reads.message() });
-    if (r.op === "short" || r.op === "failed") throw reads.error(r);
+    const r = await reader.ask({ op: "fill", chunk: input, fill: fill.message() });
+    if (r.op === "short" || r.op === "failed") throw fill.error(r);
   }
 
   async #hashOldest(): Promise<void> {

@@ -41,16 +41,21 @@ const NAME_MAX = 100;
 const MAX_ID = 0o7777777;
 const MAX_SIZE = 0o77777777777;
 
-/**
- * Writes the entry's ustar header into `out` at `offset` (512 bytes, which must be there) when the entry
- * needs no PAX records, the common case, without allocating; returns false, writing nothing, otherwise.
- * Byte by byte rather than through strings: a layer of small files writes tens of thousands of headers.
- */
-export function writeUstarHeader(h: TarHeader, out: Buffer, offset: number): boolean {
+/** Whether the entry's header is one ustar block, with no PAX records: the common case. */
+export function fitsUstar(h: TarHeader): boolean {
   if (h.name.length > NAME_MAX || !isAscii(h.name) || h.uid > MAX_ID || h.gid > MAX_ID) return false;
   if (h.size > MAX_SIZE || (h.xattrs?.length ?? 0) > 0) return false;
   const link = h.linkname ?? "";
-  if (link.length > NAME_MAX || (!isAscii(link) && Buffer.byteLength(link) > NAME_MAX)) return false;
+  return link.length <= NAME_MAX && (isAscii(link) || Buffer.byteLength(link) <= NAME_MAX);
+}
+
+/**
+ * Writes the header of an entry that fitsUstar into `out` at `offset` (512 bytes, which must be there),
+ * without allocating. Byte by byte rather than through strings: a layer of small files writes tens of
+ * thousands of headers.
+ */
+export function writeUstarHeader(h: TarHeader, out: Buffer, offset: number): void {
+  const link = h.linkname ?? "";
   out.set(ZERO_BLOCK, offset);
   for (let i = 0; i < h.name.length; i++) out[offset + i] = h.name.charCodeAt(i);
   if (isAscii(link)) for (let i = 0; i < link.length; i++) out[offset + 157 + i] = link.charCodeAt(i);
@@ -67,7 +72,6 @@ export function writeUstarHeader(h: TarHeader, out: Buffer, offset: number): boo
     h.devMajor ?? 0,
     h.devMinor ?? 0,
   );
-  return true;
 }
 
 function isAscii(s: string): boolean {
