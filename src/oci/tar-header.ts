@@ -166,11 +166,15 @@ function ustarFields(
 
 /** A zero-padded octal number filling `width - 1` digits and a NUL; callers keep values in range. */
 function octal(b: Buffer, offset: number, width: number, value: number): void {
+  let i = offset + width - 2;
   let v = value;
-  for (let i = offset + width - 2; i >= offset; i--) {
+  // Sizes and times may pass 2^31: their top digits come off by division, the rest in integer steps
+  // (a double's % and / would cost a call per digit).
+  for (; v > 0x7fffffff; i--) {
     b[i] = 0x30 + (v % 8);
     v = Math.floor(v / 8);
   }
+  for (let n = v | 0; i >= offset; i--, n >>>= 3) b[i] = 0x30 + (n & 7);
   b[offset + width - 1] = 0;
 }
 

@@ -7,6 +7,7 @@ import { type TestContext, test } from "node:test";
 import { LayerError } from "../../src/errors.ts";
 import type { LayerEntry } from "../../src/oci/layer-entry.ts";
 import { writeLayer } from "../../src/oci/layer-writer.ts";
+import { BLOCK, fitsUstar, TarType, writeUstarHeader } from "../../src/oci/tar-header.ts";
 import { walkTree } from "../../src/oci/tree-walk.ts";
 import { runCommand } from "../helpers/command.ts";
 import {
@@ -312,4 +313,39 @@ test("content that does not match its size, duplicate and escaping paths are ref
     message: 'layer entry "f": uid -1 is not a whole number ≥ 0',
   });
   assert.equal(fs.existsSync(file), false, "a failed write leaves no layer file behind");
+});
+
+// A device entry, so that Python writes the device fields as GNU tar does for every type.
+test("ustar headers with sizes and times past 2^31 are Python tarfile's, byte for byte", async () => {
+  const cases = [
+    [5_000_000_000, 4_000_000_000],
+    [2 ** 31, 2 ** 31 - 1],
+    [0o77777777777, 0o77777777777],
+    [0, 0],
+  ] as const;
+  const ours = cases.map(([size, mtime]) => {
+    const h = {
+      name: "big",
+      type: TarType.char,
+      mode: 0o4755,
+      uid: 0o7777777,
+      gid: 1000,
+      size,
+      mtime,
+      devMajor: 4095,
+      devMinor: 0o7777777,
+    };
+    assert.ok(fitsUstar(h));
+    const out = Buffer.alloc(BLOCK);
+    writeUstarHeader(h, out, 0);
+    return out;
+  });
+  const script = `
+import sys, tarfile
+for size, mtime in ${JSON.stringify(cases)}:
+    t = tarfile.TarInfo("big"); t.type, t.devmajor, t.devminor = tarfile.CHRTYPE, 4095, 0o7777777
+    t.size, t.mtime, t.mode, t.uid, t.gid = size, mtime, 0o4755, 0o7777777, 1000
+    sys.stdout.buffer.write(t.tobuf(tarfile.USTAR_FORMAT))`;
+  const python = await runCommand("python3", ["-c", script]);
+  assert.deepEqual(Buffer.concat(ours), python);
 });
