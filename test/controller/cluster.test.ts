@@ -249,4 +249,33 @@ suite("controller on the test cluster", { concurrency: true, timeout: 400_000 },
     assert.deepEqual(JSON.parse(ib.metadata.annotations?.["kiln.dev/attempts"] ?? "{}")[name]?.[0], 2);
     assert.equal(ib.status?.digest, await registryDigest(`${c.env.KILN_TEST_REGISTRY}/e2e/${ns}/retry:v1`));
   });
+
+  test("two platforms: a stage pod per platform, then the index pod; the index digest is the build's", async (t) => {
+    const { c, ns, pods } = await started(t);
+    const spec = layersSpec(
+      c,
+      `e2e/${ns}/multi`,
+      { "m.txt": "m\n" },
+      { platforms: ["linux/amd64", "linux/arm64"] },
+    );
+    (spec as { layers: { base: string } }).layers.base = "scratch"; // no arm64 base image in the test registry
+    await createImageBuild(c, ns, "multi", spec);
+    const ib = await phaseOf(c, ns, "multi", "Succeeded");
+    const ref = `${c.env.KILN_TEST_REGISTRY}/e2e/${ns}/multi:v1`;
+    assert.equal(ib.status?.digest, await registryDigest(ref));
+    const index = JSON.parse(await skopeo("inspect", "--raw", "--tls-verify=false", `docker://${ref}`));
+    assert.equal(index.mediaType, "application/vnd.oci.image.index.v1+json");
+    assert.deepEqual(
+      index.manifests.map((m: { digest: string; platform: { architecture: string } }) => [
+        m.platform.architecture,
+        m.digest,
+      ]),
+      ib.status?.platforms?.map((p) => [p.platform.split("/")[1], p.digest]),
+    );
+    assert.deepEqual([...pods.keys()].map((n) => n.replace(/^multi-[0-9a-f]{8}-/, "")).sort(), [
+      "image-amd64",
+      "image-arm64",
+      "index",
+    ]);
+  });
 });
