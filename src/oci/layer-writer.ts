@@ -321,8 +321,17 @@ interface Chunk {
   readonly hashed: Promise<void>;
 }
 
-/** Chunks handed to readers and not yet hashed: enough that both readers always have the next one. */
-const MAX_READING = 4;
+/** Readers per large layer: with the digest worker, the main thread and the threadpool, enough for every core. */
+const READERS = Math.max(1, availableParallelism());
+
+/** Chunks handed to readers and not yet hashed: one each and the next one. */
+const MAX_READING = READERS + 1;
+
+/**
+ * Compressed chunks waiting for their write. Writes to the page cache rarely queue; this bounds memory
+ * when the disk is slow, so that with reads and compression at most about 14 chunks are held at once.
+ */
+const MAX_QUEUED_WRITES = 2;
 
 /**
  * Fills chunks' content on reader workers, hashes the tar on a digest worker, compresses it chunk by chunk
@@ -435,7 +444,7 @@ class CompressedOutput {
     const [bytes] = await Promise.all([output, hashed]);
     const reuse = input.length === this.#c.chunkSize && input.byteOffset === 0;
     this.#emit(bytes, reuse ? () => this.#free.push(input) : undefined);
-    if (this.#queuedWrites > MAX_IN_FLIGHT) await this.#writes;
+    if (this.#queuedWrites > MAX_QUEUED_WRITES) await this.#writes;
   }
 
   #emit(bytes: Buffer, written?: () => void): void {
@@ -451,9 +460,6 @@ class CompressedOutput {
     this.#writes.catch(() => {}); // finish() awaits it and throws
   }
 }
-
-/** Readers per large layer: with the digest worker, the main thread and the threadpool, enough for every core. */
-const READERS = Math.max(1, availableParallelism());
 
 /** Answers requests in the order asked, on a worker thread or on the calling thread. */
 interface LayerWorker {
