@@ -12,7 +12,7 @@ import { createMetrics, type Metrics } from "./metrics.ts";
 import { Label } from "./names.ts";
 import type { BuilderConfig } from "./pod-builder.ts";
 import { WorkQueue } from "./queue.ts";
-import { Expectations, reconcile } from "./reconcile.ts";
+import { Expectations, RecentWrites, reconcile } from "./reconcile.ts";
 
 export interface ControllerOptions {
   readonly builder: BuilderConfig;
@@ -45,6 +45,7 @@ export class Controller {
   readonly #queue = new WorkQueue({ baseDelayMs: 50, maxDelayMs: 60_000 });
   readonly #admission: Admission;
   readonly #expectations = new Expectations();
+  readonly #written = new RecentWrites();
   readonly #podsByOwner = new Map<string, Map<string, V1Pod>>();
   /** ImageBuilds as the API server sent them; reconcile parses the one it looks at. */
   readonly #imageBuilds: Informer<KubernetesObject>;
@@ -145,6 +146,7 @@ export class Controller {
         podsOf: (uid) => [...(this.#podsByOwner.get(uid)?.values() ?? [])],
         admission: this.#admission,
         expectations: this.#expectations,
+        written: this.#written,
         decide: {
           builder: this.#opts.builder,
           maxAttempts: this.#opts.maxAttempts,
@@ -181,7 +183,7 @@ export class Controller {
       }
       owned.set(name, pod);
     }
-    this.#expectations.observed(`${pod.metadata?.namespace}/${name}`);
+    this.#expectations.observed(pod.metadata?.namespace ?? "", name);
     const owner = pod.metadata?.ownerReferences?.find((r) => r.controller);
     if (owner !== undefined) this.#queue.add(`${pod.metadata?.namespace}/${owner.name}`);
   }

@@ -27,24 +27,61 @@ export type Result = { readonly requeueAfterMs?: number; readonly wake?: readonl
  * deleted one as still there.
  */
 export class Expectations {
-  readonly #created = new Map<string, number>();
+  readonly #created = new Map<string, { uid: string; name: string; until: number }>();
   readonly #ttlMs: number;
   constructor(ttlMs = 60_000) {
     this.#ttlMs = ttlMs;
   }
-  created(key: string): void {
-    this.#created.set(key, Date.now() + this.#ttlMs);
+  created(uid: string, namespace: string, name: string): void {
+    this.#created.set(`${namespace}/${name}`, { uid, name, until: Date.now() + this.#ttlMs });
   }
   /** The cache showed the pod (or showed it gone). */
-  observed(key: string): void {
-    this.#created.delete(key);
+  observed(namespace: string, name: string): void {
+    this.#created.delete(`${namespace}/${name}`);
   }
-  pending(key: string): boolean {
-    const until = this.#created.get(key);
-    if (until === undefined) return false;
-    if (until > Date.now()) return true;
-    this.#created.delete(key);
-    return false;
+  /** Names of pods created for the ImageBuild `uid` that the cache has not shown yet. */
+  pending(uid: string): string[] {
+    const now = Date.now();
+    const names: string[] = [];
+    for (const [key, e] of this.#created) {
+      if (e.until <= now) this.#created.delete(key);
+      else if (e.uid === uid) names.push(e.name);
+    }
+    return names;
+  }
+}
+
+/**
+ * What this controller last wrote to each ImageBuild (by uid) while its cache still shows an older version.
+ * A reconcile that reads one of those older versions works from the written object instead, so a stale
+ * cache causes no second status write, no second event and no 409 on the next conditional metadata write.
+ */
+export class RecentWrites {
+  readonly #byUid = new Map<string, { stale: Set<string>; latest: ImageBuild }>();
+
+  /** The newest of `ib` and what was written after it. */
+  current(ib: ImageBuild): ImageBuild {
+    const uid = ib.metadata.uid ?? "";
+    const memo = this.#byUid.get(uid);
+    if (memo === undefined) return ib;
+    if (memo.stale.has(ib.metadata.resourceVersion ?? "")) return memo.latest;
+    this.#byUid.delete(uid); // the cache caught up (or someone else wrote): it is the truth again
+    return ib;
+  }
+
+  /** Records the API server's answer to a write made on `before`. */
+  wrote(before: ImageBuild, answer: unknown): ImageBuild {
+    const parsed = ImageBuildSchema.safeParse(answer);
+    if (!parsed.success) return before;
+    const uid = before.metadata.uid ?? "";
+    const stale = this.#byUid.get(uid)?.stale ?? new Set<string>();
+    stale.add(before.metadata.resourceVersion ?? "");
+    this.#byUid.set(uid, { stale, latest: parsed.data });
+    return parsed.data;
+  }
+
+  forget(uid: string): void {
+    this.#byUid.delete(uid);
   }
 }
 
@@ -56,6 +93,7 @@ export interface ReconcileDeps {
   readonly podsOf: (uid: string) => readonly V1Pod[];
   readonly admission: Admission;
   readonly expectations: Expectations;
+  readonly written: RecentWrites;
   readonly decide: DecideOptions;
   readonly events: EventSource;
   readonly metrics: Metrics;
@@ -76,7 +114,7 @@ export async function reconcile(req: Request, deps: ReconcileDeps): Promise<Resu
     deps.log.warn({ err: parsed.error }, "ImageBuild does not match the schema; skipping");
     return {};
   }
-  let ib = parsed.data;
+  let ib = deps.written.current(parsed.data);
   const uid = ib.metadata.uid ?? "";
   const generation = ib.metadata.generation ?? 0;
   const namespace = req.namespace;
@@ -84,6 +122,7 @@ export async function reconcile(req: Request, deps: ReconcileDeps): Promise<Resu
   const finalizers = ib.metadata.finalizers ?? [];
 
   if (ib.metadata.deletionTimestamp !== undefined) {
+    deps.written.forget(uid);
     await Promise.all(
       allPods
         .filter((p) => p.metadata?.deletionTimestamp === undefined)
@@ -127,9 +166,8 @@ export async function reconcile(req: Request, deps: ReconcileDeps): Promise<Resu
   const pods = new Map(current);
   const attempts = readAttempts(ib);
   // Pods created moments ago that the cache has not delivered yet exist all the same.
-  for (const name of Object.keys(attempts)) {
-    if (!pods.has(name) && deps.expectations.pending(`${namespace}/${name}`))
-      pods.set(name, { metadata: { name, namespace }, status: { phase: "Pending" } });
+  for (const name of deps.expectations.pending(uid)) {
+    if (!pods.has(name)) pods.set(name, { metadata: { name, namespace }, status: { phase: "Pending" } });
   }
 
   const decision = decide(
@@ -142,7 +180,7 @@ export async function reconcile(req: Request, deps: ReconcileDeps): Promise<Resu
   await Promise.all(
     decision.create.map(async (pod) => {
       const name = pod.metadata!.name!;
-      deps.expectations.created(`${namespace}/${name}`);
+      deps.expectations.created(uid, namespace, name);
       const outcome = await createPod(deps.client, pod);
       deps.log.info({ pod: name, outcome }, outcome === "created" ? "Created Pod" : "Pod already exists");
     }),
@@ -156,23 +194,25 @@ export async function reconcile(req: Request, deps: ReconcileDeps): Promise<Resu
   const needsFinalizer = !finalizers.includes(FINALIZER) && decision.create.length > 0;
   if (decision.attempts !== undefined || needsFinalizer) {
     try {
-      ib = {
-        ...ib,
-        metadata: (
-          await patchMetadata(deps.client, ib, {
-            ...(needsFinalizer ? { finalizers: [...finalizers, FINALIZER] } : {}),
-            annotations: { [Annotation.Attempts]: JSON.stringify(decision.attempts ?? attempts) },
-          })
-        ).metadata,
-      };
+      const answer = await patchMetadata(deps.client, ib, {
+        ...(needsFinalizer ? { finalizers: [...finalizers, FINALIZER] } : {}),
+        annotations: { [Annotation.Attempts]: JSON.stringify(decision.attempts ?? attempts) },
+      });
+      ib = deps.written.wrote(ib, answer);
     } catch (err) {
       // Someone changed the ImageBuild since the cache read it; the watch brings the change and a new look.
       if (isConflict(err)) return { requeueAfterMs: 100 };
       throw err;
     }
   }
-  const wrote = await writeStatus(deps.client, ib, decision.status);
-  if (wrote) deps.log.debug({ phase: decision.status.phase }, "Wrote status");
+  const answer = await writeStatus(deps.client, ib, decision.status);
+  if (answer !== undefined) {
+    const before = ib;
+    ib = deps.written.wrote(ib, answer);
+    // Events below name the ImageBuild as it was read; its status is compared as it was before the write.
+    ib = { ...ib, status: before.status };
+    deps.log.debug({ phase: decision.status.phase }, "Wrote status");
+  }
   // Events are for people; the worker does not wait for them.
   const now = deps.now();
   for (const e of decision.events) {

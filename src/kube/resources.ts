@@ -26,22 +26,22 @@ const ibPath = (ib: ImageBuild) => `${imageBuildsPath(ib.metadata.namespace)}/${
 
 /**
  * Writes `status` with a merge patch on the status subresource unless it equals what the ImageBuild holds
- * (STYLE R8). Fields the new status lacks are removed (null in a merge patch). Returns whether it wrote.
+ * (STYLE R8). Fields the new status lacks are removed (null in a merge patch). Returns the API server's
+ * answer (the ImageBuild as written), or undefined when there was nothing to write.
  */
 export async function writeStatus(
   client: KubeClient,
   ib: ImageBuild,
   status: ImageBuildStatus,
-): Promise<boolean> {
+): Promise<unknown> {
   const current = ib.status ?? {};
-  if (isDeepStrictEqual(current, status)) return false;
+  if (isDeepStrictEqual(current, status)) return undefined;
   const patch: Record<string, unknown> = { ...status };
   for (const k of Object.keys(current)) if (!(k in status)) patch[k] = null;
-  await client.request("PATCH", `${ibPath(ib)}/status`, {
+  return client.request("PATCH", `${ibPath(ib)}/status`, {
     body: { status: patch },
     contentType: PatchType.Merge,
   });
-  return true;
 }
 
 /**
