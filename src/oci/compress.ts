@@ -28,10 +28,20 @@ export const ZSTD_LEVEL = 3;
 
 /**
  * Chunks handed to the compressor and not yet written: enough that every core stays busy while one chunk
- * is slow (a loaded node), and the main thread can hash ahead. The threadpool runs 4 at a time.
+ * is slow (a loaded node), and the main thread can lay out ahead. The threadpool runs 4 at a time.
  */
 export const MAX_IN_FLIGHT: number = 2 * availableParallelism() + 2;
 const THREADPOOL_SIZE = 4;
+
+/**
+ * The same in bytes: small chunks get a deeper queue for the same memory, which a pipeline of many
+ * short steps needs when other processes take the cores for milliseconds at a time.
+ */
+const IN_FLIGHT_BYTES = 24 << 20;
+
+export function chunksInFlight(chunkSize: number): number {
+  return Math.max(MAX_IN_FLIGHT, Math.floor(IN_FLIGHT_BYTES / chunkSize));
+}
 
 const GZIP_CHUNK = 1 << 20;
 const ZSTD_CHUNK = 4 << 20;

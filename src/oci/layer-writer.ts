@@ -5,7 +5,7 @@ import type { Readable } from "node:stream";
 import { promisify } from "node:util";
 import { Worker } from "node:worker_threads";
 import { LayerError } from "../errors.ts";
-import { type ChunkCompressor, chunkCompressor, MAX_IN_FLIGHT } from "./compress.ts";
+import { type ChunkCompressor, chunkCompressor, chunksInFlight } from "./compress.ts";
 import type { Digest } from "./digest.ts";
 import { digestOf } from "./digest.ts";
 import type { Layer } from "./image.ts";
@@ -324,18 +324,21 @@ interface Chunk {
 /** Readers per large layer: with the digest worker, the main thread and the threadpool, enough for every core. */
 const READERS = Math.max(1, availableParallelism());
 
-/** Chunks handed to readers and not yet hashed: one each and the next one. */
-const MAX_READING = READERS + 1;
+/** Chunks handed to readers and not yet hashed: one each and the next one, or 8 MiB of small chunks. */
+function chunksReading(chunkSize: number): number {
+  return Math.max(READERS + 1, Math.floor((8 << 20) / chunkSize));
+}
 
 /**
  * Compressed chunks waiting for their write. Writes to the page cache rarely queue; this bounds memory
- * when the disk is slow, so that with reads and compression at most about 14 chunks are held at once.
+ * when the disk is slow, so that with reads and compression at most about 14 chunks of 4 MiB, or 40 of
+ * 1 MiB, are held at once on two cores.
  */
 const MAX_QUEUED_WRITES = 2;
 
 /**
  * Fills chunks' content on reader workers, hashes the tar on a digest worker, compresses it chunk by chunk
- * with up to MAX_IN_FLIGHT chunks at once, and hashes and writes the compressed bytes in order; writes run
+ * with up to chunksInFlight chunks at once, and hashes and writes the compressed bytes in order; writes run
  * on the threadpool. Chunks are read in any order but hashed and compressed in tar order. The newest chunk
  * is held back until the next arrives, because only the compressor's last call may finish the stream.
  * Chunk buffers live in shared memory and are reused once hashed and written: fresh 1–4 MiB buffers cost
@@ -344,6 +347,8 @@ const MAX_QUEUED_WRITES = 2;
 class CompressedOutput {
   readonly #fd: number;
   readonly #c: ChunkCompressor;
+  readonly #inFlight: number;
+  readonly #readingDepth: number;
   readonly #tar: LayerWorker;
   readonly #readers: readonly LayerWorker[];
   /** undefined when the blob is the tar itself: its digest is the diffID, hashed once. */
@@ -360,6 +365,8 @@ class CompressedOutput {
   constructor(fd: number, compression: Compression, parallel: boolean) {
     this.#fd = fd;
     this.#c = chunkCompressor(compression);
+    this.#inFlight = chunksInFlight(this.#c.chunkSize);
+    this.#readingDepth = chunksReading(this.#c.chunkSize);
     if (parallel) {
       this.#tar = ThreadWorker.take();
       this.#readers = Array.from({ length: READERS }, () => ThreadWorker.take());
@@ -382,7 +389,7 @@ class CompressedOutput {
     const read = fill.empty ? Promise.resolve() : this.#fillChunk(input, fill);
     read.catch(() => {}); // awaited in order by #hashOldest; this only keeps a later failure from going unhandled
     this.#reading.push({ input, read });
-    while (this.#reading.length > MAX_READING) await this.#hashOldest();
+    while (this.#reading.length > this.#readingDepth) await this.#hashOldest();
   }
 
   async finish(rest: Buffer, fill: PendingFill): Promise<Sizes> {
@@ -436,7 +443,7 @@ class CompressedOutput {
     const output = this.#c.compress(chunk.input, last);
     output.catch(() => {}); // awaited in order by #writeOldest
     this.#pending.push({ ...chunk, output });
-    while (this.#pending.length >= MAX_IN_FLIGHT) await this.#writeOldest();
+    while (this.#pending.length >= this.#inFlight) await this.#writeOldest();
   }
 
   async #writeOldest(): Promise<void> {
