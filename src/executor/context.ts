@@ -180,7 +180,8 @@ type Matcher = ReturnType<typeof dockerignore.default>;
 /** A matcher with Docker's .dockerignore rules (patterns anchored at the root, `**`, `!` exceptions, last match wins). */
 function newMatcher(patterns: readonly string[]): Matcher {
   // The package is CommonJS; its factory is reachable as `.default` under both Node's and TypeScript's interop.
-  return dockerignore.default().add([...patterns]);
+  // Case-sensitive, as Docker matches on Linux (the package ignores case by default).
+  return dockerignore.default({ ignorecase: false }).add([...patterns]);
 }
 
 function statOrUndefined(p: string): Stats | undefined {

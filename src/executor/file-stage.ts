@@ -213,6 +213,9 @@ function stepError(step: Step, err: unknown, dockerfile: boolean): unknown {
 }
 
 function whiteoutFor(path: string, tree: ImageTree): LayerEntry {
+  if (path.split("/").every((c) => c === "" || c === "." || c === "..")) {
+    throw new InvalidInputError(`cannot delete ${path}: it names the image's root`);
+  }
   const parent = tree.resolve(path.replace(/\/[^/]*\/?$/, "") || "/");
   const name = path.replace(/\/$/, "").split("/").pop()!;
   const target = parent === "" ? name : `${parent}/${name}`;

@@ -79,7 +79,7 @@ export class ImageTree {
     let uid: number;
     let primary: number;
     if (/^\d+$/.test(user)) {
-      uid = Number(user);
+      uid = numericId(user, "user");
       primary = uid;
     } else {
       const fields = this.#lookup("etc/passwd", user, "user");
@@ -87,7 +87,9 @@ export class ImageTree {
       primary = /^\d+$/.test(fields[3] ?? "") ? Number(fields[3]) : uid;
     }
     if (group === undefined) return { uid, gid: primary };
-    const gid = /^\d+$/.test(group) ? Number(group) : Number(this.#lookup("etc/group", group, "group")[2]);
+    const gid = /^\d+$/.test(group)
+      ? numericId(group, "group")
+      : Number(this.#lookup("etc/group", group, "group")[2]);
     return { uid, gid };
   }
 
@@ -108,4 +110,13 @@ export class ImageTree {
       this.#content.delete(k);
     }
   }
+}
+
+/** A numeric uid or gid as the kernel takes it: 0 … 2^32-2 (2^32-1 is "no id"). */
+function numericId(s: string, what: string): number {
+  const n = Number(s);
+  if (!Number.isSafeInteger(n) || n > 0xfffffffe) {
+    throw new InvalidInputError(`${what} id ${s} is out of range (0 to 4294967294)`);
+  }
+  return n;
 }

@@ -258,6 +258,7 @@ test("bad input fails with one clear line and leaves no layout behind", async (t
     ["layers:\n  - files: [{ src: etc, dest: relative }]\n", /dest: must be an absolute path/],
     ["layers:\n  - delete: [/etc/motd]\n", /cannot delete \/etc\/motd: it is not in the image/],
     ["platforms: [linux]\n", /platforms\[0\]: must be os\/arch/],
+    ["layers:\n  - delete: [/]\n", /cannot delete \/: it names the image's root/],
   ];
   for (const [spec, message] of cases) {
     writeFileSync(join(dir, "spec.yaml"), spec);

@@ -86,3 +86,13 @@ test("walk leaves out excluded paths relative to the walked directory", (t) => {
     ["site", "site/index.html", "site/js", "site/js/app.js"],
   );
 });
+
+test(".dockerignore and exclude patterns match case-sensitively, as Docker on Linux", (t) => {
+  const root = makeContext({ BUILD: "", "build/out.o": "", "README.MD": "", "notes.md": "" });
+  t.after(() => rmSync(root, { recursive: true }));
+  const ctx = new BuildContext(root, parseIgnoreFile("build\n*.md\n"));
+  assert.deepEqual(
+    ctx.walk("").map((f) => f.path),
+    ["", "BUILD", "README.MD"],
+  );
+});

@@ -139,3 +139,27 @@ test("exclude patterns leave paths out of a directory copy", (t) => {
     ["srv", "srv/index.html", "srv/index2.html"],
   );
 });
+
+test("numeric --chown ids beyond what the kernel takes are refused", (t) => {
+  const root = context();
+  t.after(() => rmSync(root, { recursive: true }));
+  const ctx = new BuildContext(root);
+  assert.throws(
+    () =>
+      planContextCopy(
+        op({ sources: ["run.sh"], dest: "/x", chown: { user: "99999999999" } }),
+        ctx,
+        baseTree(),
+      ),
+    /user id 99999999999 is out of range \(0 to 4294967294\)/,
+  );
+  assert.throws(
+    () =>
+      planContextCopy(
+        op({ sources: ["run.sh"], dest: "/x", chown: { user: "1", group: "4294967295" } }),
+        ctx,
+        baseTree(),
+      ),
+    /group id 4294967295 is out of range/,
+  );
+});
