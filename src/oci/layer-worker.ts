@@ -1,9 +1,9 @@
 /**
  * The work a layer hands to worker threads: hashing the tar (its diffID, and the CRC-32 gzip's trailer
  * needs) and filling chunks with headers and file content. On two cores, the main thread writing and
- * reading every entry and hashing the tar in turn left a core idle; now it only lays chunks out. Chunks are views of
- * shared memory: workers read files into them and hash them where they are, never copying. A small layer
- * runs the same handler on the calling thread, where a worker's start would cost more than it saves.
+ * reading every entry and hashing the tar in turn left a core idle; now it only lays chunks out. Chunks
+ * are views of shared memory: workers read files into them and hash them where they are, never copying.
+ * A small layer runs the same handler on the calling thread, where starting workers would cost more.
  */
 import { createHash, type Hash } from "node:crypto";
 import fs from "node:fs";
@@ -27,7 +27,7 @@ export interface ChunkFill {
 
 export const FillOp = { header: 0, file: 1, zeros: 2 } as const;
 
-/** For one layer: hash-start, then hashes in tar order, then hash-end. Reads may come at any point. */
+/** For one layer: hash-start, then hashes in tar order, then hash-end. Fills may come at any point. */
 export type LayerWorkerRequest =
   | { readonly op: "hash-start"; readonly crc32: boolean }
   | { readonly op: "hash"; readonly bytes: Uint8Array }
