@@ -35,7 +35,20 @@ export async function runBuild(args: readonly string[], config: Config, log: Log
   if (opts.outputs.length === 0 && opts.push.length === 0) {
     throw new InvalidInputError("nothing to do: give --output oci:DIR[:REF] and/or --push REF");
   }
+  for (const target of opts.push) {
+    // Checked before any work: a bad reference found after a long build wastes it.
+    if (parseReference(target).digest !== undefined) {
+      throw new InvalidInputError(`--push ${target}: push to a tag; the digest is what the push produces`);
+    }
+  }
   const scratch = await mkdtemp(join(tmpdir(), "kiln-build-"));
+  // Ctrl-C or a SIGTERM ends the process without running `finally`: the scratch folder goes first.
+  const interrupted = (signal: NodeJS.Signals): void => {
+    rmSync(scratch, { recursive: true, force: true });
+    process.kill(process.pid, signal);
+  };
+  process.once("SIGINT", interrupted);
+  process.once("SIGTERM", interrupted);
   let registry: RegistryClient | undefined;
   // The registry code (undici, auth) and the layer spec reader load only when a build needs them: a
   // file-only build from scratch starts faster.
@@ -120,6 +133,8 @@ export async function runBuild(args: readonly string[], config: Config, log: Log
     process.stdout.write(`${digest}\n`);
     return 0;
   } finally {
+    process.off("SIGINT", interrupted);
+    process.off("SIGTERM", interrupted);
     await rm(scratch, { recursive: true, force: true });
   }
 }

@@ -68,6 +68,16 @@ test("--push stores the image in a registry under the digest kiln prints; bases 
     join(dir, "ctx"),
   ]);
   assert.equal(app.code, 0, app.stderr);
+  const byDigest = await runKiln([
+    "build",
+    "--spec",
+    join(dir, "app.yaml"),
+    "--push",
+    `${registry.host}/team/app@${app.stdout}`,
+    join(dir, "ctx"),
+  ]);
+  assert.equal(byDigest.code, 1);
+  assert.match(byDigest.stderr, /push to a tag; the digest is what the push produces/);
   for (const tag of ["v1", "latest"]) {
     const info = JSON.parse(
       await skopeo("inspect", "--tls-verify=false", `docker://${registry.host}/team/app:${tag}`),
