@@ -7,7 +7,14 @@ test("null fields of a Docker-format config read as absent", () => {
   const parsed = ImageConfigSchema.parse({
     architecture: "amd64",
     os: "linux",
-    config: { Env: null, Volumes: null, ExposedPorts: null, Cmd: ["sh"], Entrypoint: null, Healthcheck: null },
+    config: {
+      Env: null,
+      Volumes: null,
+      ExposedPorts: null,
+      Cmd: ["sh"],
+      Entrypoint: null,
+      Healthcheck: null,
+    },
     rootfs: { type: "layers", diff_ids: [] },
   });
   assert.deepEqual(parsed.config, { Cmd: ["sh"] });
