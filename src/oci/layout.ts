@@ -17,7 +17,6 @@ import type { Digest } from "./digest.ts";
 import { digestAlgorithm, digestHex } from "./digest.ts";
 import type { Blob, Image, Layer } from "./image.ts";
 import { bytesBlob, canonicalBytes, configBlob, descriptorOf, manifestOf } from "./image.ts";
-import type { ImageConfig } from "./image-config.ts";
 import { ImageConfigSchema } from "./image-config.ts";
 import type { ImageIndex, ImageManifest } from "./manifest.ts";
 import { ImageIndexSchema, ImageManifestSchema } from "./manifest.ts";
