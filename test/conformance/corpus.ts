@@ -1,15 +1,33 @@
+import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
+import { existsSync } from "node:fs";
 import { chmod, copyFile, lstat, mkdir, readdir, readFile, readlink, symlink } from "node:fs/promises";
 import { join, relative, resolve } from "node:path";
 import { z } from "zod";
 
 /**
  * The Dockerfile conformance corpus: one folder per case with a Dockerfile, a build context and a case.json.
- * It lives outside the repository; KILN_CORPUS names it, else `../shared/corpus` next to the checkout.
+ * It lives outside the repository: KILN_CORPUS names it, else `../shared/corpus` next to the checkout, else
+ * next to the repository this checkout was cloned from (a CI clone in a temporary folder).
  */
-export const corpusDir: string = resolve(
-  process.env["KILN_CORPUS"] ?? join(import.meta.dirname, "..", "..", "..", "shared", "corpus"),
-);
+export const corpusDir: string = findCorpus();
+
+function findCorpus(): string {
+  const explicit = process.env["KILN_CORPUS"];
+  if (explicit !== undefined) return resolve(explicit);
+  const repo = resolve(import.meta.dirname, "..", "..");
+  const candidates = [join(repo, "..", "shared", "corpus")];
+  try {
+    const origin = execFileSync("git", ["-C", repo, "config", "--get", "remote.origin.url"], {
+      encoding: "utf8",
+    }).trim();
+    const local = origin.startsWith("file://") ? origin.slice("file://".length) : origin;
+    if (local.startsWith("/")) candidates.push(join(local, "..", "shared", "corpus"));
+  } catch {
+    // not a git checkout, or no origin: only the first candidate
+  }
+  return candidates.find((c) => existsSync(c)) ?? candidates[0]!;
+}
 
 /** `affects` of a known divergence: a place (`Env X`, `Label X`, a config field, a path) → the values there. */
 const Affects = z.record(
