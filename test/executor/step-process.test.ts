@@ -158,7 +158,7 @@ test("RUN --mount: tmpfs, cache kept across steps, read-only bind from the conte
     { type: "bind", target: "/src", source: "/", readWrite: false },
   ];
   const script =
-    "echo t > /scratch/t/f; n=0; [ -f /var/cache/x/n ] && n=$(cat /var/cache/x/n); echo $((n + 1)) > /var/cache/x/n; cat /src/ctx.txt; touch /src/no || echo read-only";
+    "echo t > /scratch/t/f; n=0; [ -f /var/cache/x/n ] && n=$(cat /var/cache/x/n); echo $((n + 1)) > /var/cache/x/n; cat /src/ctx.txt; touch /src/no 2>&1 || echo read-only"; // one stream: stdout and stderr pipes interleave in no fixed order
   const r1 = await runStepProcess(step(script, { mounts }), options);
   const r2 = await runStepProcess(step(script, { mounts }), options);
   const once = "from context\ntouch: /src/no: Read-only file system\nread-only\n";
