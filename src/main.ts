@@ -14,9 +14,10 @@ commands:
   crd         write the ImageBuild CustomResourceDefinition (--output DIR, default crds)
   version     print kiln's version`;
 
-// Commands are imported when run, after this: Node then reuses their compiled (type-stripped) code from
-// its on-disk cache, which takes most of a short command's start-up time away.
-enableCompileCache();
+// Commands are imported when run. `kiln build` on a host first enables Node's on-disk cache of compiled
+// (type-stripped) code, which takes most of a short build's start-up time away. Nothing else does: the
+// executor runs inside a base image's root and must not write a cache into it (NODE_COMPILE_CACHE, which
+// Node reads itself, can point such processes at a volume).
 
 async function main(argv: readonly string[]): Promise<number> {
   const [command, ...rest] = argv;
@@ -25,6 +26,7 @@ async function main(argv: readonly string[]): Promise<number> {
       process.stdout.write("kiln 0.1.0\n");
       return 0;
     case "build": {
+      enableCompileCache();
       const config = loadConfig();
       const { runBuild } = await import("./cli/build-command.ts");
       return runBuild(rest, config, createLogger(config.LOG_LEVEL, process.stderr, "text"));
