@@ -1,6 +1,6 @@
 import { createHash, randomUUID } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
-import { mkdir, open, readFile, rename, rm, stat } from "node:fs/promises";
+import { mkdir, open, readdir, readFile, rename, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { pipeline as pipelineStreams, type Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -135,6 +135,18 @@ async function writeImageBlobs(dir: string, image: Image): Promise<Descriptor> {
 async function prepareLayout(dir: string): Promise<void> {
   const version = await readJsonFile(join(dir, "oci-layout"), "oci-layout");
   if (version !== undefined) checkLayoutVersion(dir, version);
+  else {
+    // A folder that holds something else is the user's, not a layout to write into: refuse before touching it.
+    const present = await readdir(dir).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === "ENOENT") return [];
+      throw err;
+    });
+    if (present.length > 0) {
+      throw new InvalidInputError(
+        `${dir} is not empty and not an OCI image layout (no oci-layout file); give a new or empty folder`,
+      );
+    }
+  }
   await mkdir(blobDir(dir, "sha256"), { recursive: true });
   if (version === undefined) {
     await replaceFile(dir, "oci-layout", canonicalBytes({ imageLayoutVersion: LAYOUT_VERSION }));

@@ -5,6 +5,7 @@ import {
   linkSync,
   mkdirSync,
   mkdtempSync,
+  readdirSync,
   readFileSync,
   rmSync,
   symlinkSync,
@@ -269,6 +270,22 @@ test("bad input fails with one clear line and leaves no layout behind", async (t
     assert.match(r.stderr, /^kiln: /);
     assert.equal(existsSync(join(layout, "index.json")), false, `no index.json after: ${spec}`);
   }
+  // An output folder holding something else is refused before anything is written into it.
+  writeFileSync(join(dir, "spec.yaml"), "layers:\n  - files: [{ src: etc, dest: /etc }]\n");
+  const project = join(dir, "project");
+  mkdirSync(project);
+  writeFileSync(join(project, "index.json"), '{"name":"my-node-project"}');
+  const refused = await kiln([
+    "build",
+    "--spec",
+    join(dir, "spec.yaml"),
+    "--output",
+    `oci:${project}:x`,
+    ctx,
+  ]);
+  assert.equal(refused.code, 1);
+  assert.match(refused.stderr, /is not empty and not an OCI image layout/);
+  assert.deepEqual(readdirSync(project), ["index.json"]);
   const usage = await kiln(["build", "--spec", join(dir, "spec.yaml"), ctx]);
   assert.equal(usage.code, 1);
   assert.match(usage.stderr, /nothing to do: give --output/);
