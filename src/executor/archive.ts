@@ -7,7 +7,7 @@ import bunzip2 from "unbzip2-stream";
 import xz from "xz-decompress";
 import { LayerError } from "../errors.ts";
 import type { LayerEntry } from "../oci/layer-entry.ts";
-import { ENTRY_TYPES } from "./image-index.ts";
+import { TAR_STREAM_TYPES } from "../oci/layer-entry.ts";
 
 /** One entry of a tar archive ADD unpacks, content in memory; paths are relative and clean. */
 export type ArchiveEntry = Omit<LayerEntry, "content" | "size" | "xattrs"> & { readonly content?: Buffer };
@@ -73,7 +73,7 @@ export async function readArchive(file: string): Promise<ArchiveEntry[] | undefi
     for await (const entry of extract) {
       seen++;
       const h = entry.header;
-      const type = ENTRY_TYPES[h.type ?? "file"];
+      const type = TAR_STREAM_TYPES[h.type ?? "file"];
       const content = type === "file" ? await buffer(entry) : undefined;
       if (content === undefined) entry.resume();
       if (type === undefined) continue;

@@ -3,20 +3,8 @@ import { pipeline } from "node:stream/promises";
 import tar from "tar-stream";
 import { decompress } from "../oci/decompress.ts";
 import type { Layer } from "../oci/image.ts";
-import type { EntryType } from "../oci/layer-entry.ts";
+import { TAR_STREAM_TYPES } from "../oci/layer-entry.ts";
 import { ImageTree } from "./image-tree.ts";
-
-/** tar-stream's header types as layer entry types; other types (PAX, GNU) carry no path. */
-export const ENTRY_TYPES: Readonly<Record<string, EntryType>> = {
-  file: "file",
-  "contiguous-file": "file",
-  directory: "dir",
-  symlink: "symlink",
-  link: "hardlink",
-  "character-device": "char",
-  "block-device": "block",
-  fifo: "fifo",
-};
 
 /**
  * Builds the merged file tree of an image's layers by reading their tar headers (contents are skipped,
@@ -28,7 +16,7 @@ export async function indexLayers(layers: readonly Layer[], tree = new ImageTree
     const done = (async () => {
       for await (const entry of extract) {
         const h = entry.header;
-        const type = ENTRY_TYPES[h.type ?? "file"];
+        const type = TAR_STREAM_TYPES[h.type ?? "file"];
         if (type === undefined) {
           entry.resume();
           continue;
