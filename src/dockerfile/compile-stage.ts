@@ -185,16 +185,19 @@ export class StageCompiler {
       }
       case "WORKDIR": {
         const { path } = expand(ins);
-        const wd = posix.resolve(this.#config.WorkingDir || "/", path);
+        // As BuildKit: an absolute WORKDIR is recorded as written (a trailing slash stays), a relative one is
+        // joined to the current one and cleaned.
+        const wd = path.startsWith("/") ? path : posix.join("/", this.#config.WorkingDir || "/", path);
         this.#config.WorkingDir = wd;
         const createdBy = `WORKDIR ${wd}`;
-        if (wd === "/") return this.#history(line, createdBy);
+        const dir = posix.resolve(wd);
+        if (dir === "/") return this.#history(line, createdBy);
         const user = this.#config.User;
         this.steps.push({
           kind: "mkdir",
           line,
           createdBy,
-          path: wd,
+          path: dir,
           ...(user ? { owner: parseOwner(user) } : {}),
         });
         return;

@@ -333,3 +333,14 @@ test("errors name the line before anything is built", async () => {
   );
   await rejects("FROM busybox", undefined, /target stage "nope" could not be found/, { target: "nope" });
 });
+
+test("an absolute WORKDIR is recorded as written, a relative one joined and cleaned (BuildKit)", async () => {
+  const a = (await compile("FROM busybox AS a\nWORKDIR /usr/src/app/\n")).plan;
+  assert.equal(stage(a, "a").config.WorkingDir, "/usr/src/app/");
+  assert.deepEqual(
+    only(stage(a, "a"), "mkdir").map((m) => m.path),
+    ["/usr/src/app"],
+  );
+  const b = (await compile("FROM busybox AS b\nWORKDIR /srv/\nWORKDIR ./x/../y\n")).plan;
+  assert.equal(stage(b, "b").config.WorkingDir, "/srv/y");
+});
