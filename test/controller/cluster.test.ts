@@ -181,10 +181,18 @@ suite("controller on the test cluster", { concurrency: true, timeout: 400_000 },
 
   test("a spec change mid-build cancels the running pod and builds the new spec", async (t) => {
     const { c, ns, pods } = await started(t);
-    await createImageBuild(c, ns, "change", layersSpec(c, `e2e/${ns}/change`, { "v.txt": "one\n" }));
+    // The first generation's pod can be scheduled on no node, so it is surely still running when the
+    // spec changes (a fast build could otherwise finish first and leave nothing to cancel).
+    const unschedulable = { nodeSelector: { "kiln.dev/test-no-such-node": "true" } };
+    await createImageBuild(
+      c,
+      ns,
+      "change",
+      layersSpec(c, `e2e/${ns}/change`, { "v.txt": "one\n" }, unschedulable),
+    );
     const first = await waitFor("the first pod", async () => [...pods.keys()][0]);
     await c.client.request("PATCH", `${imageBuildsPath(ns)}/change`, {
-      body: { spec: { source: { inline: { files: { "v.txt": "two\n" } } } } },
+      body: { spec: { nodeSelector: null, source: { inline: { files: { "v.txt": "two\n" } } } } },
       contentType: "application/merge-patch+json",
     });
     const ib = await phaseOf(c, ns, "change", "Succeeded", 2);
