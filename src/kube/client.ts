@@ -68,6 +68,9 @@ export class KubeClient {
         ...(endpoint.skipTLSVerify ? { rejectUnauthorized: false } : {}),
       },
       keepAliveTimeout: 30_000,
+      // HTTP/1.1: one connection per request in flight. Over HTTP/2 every watch and request shares one
+      // connection's flow-control window, and at a thousand builds a watch stalled it for all of them.
+      allowH2: false,
       // A request the API server never answers must not stall a worker or a lease renewal for minutes.
       headersTimeout: 30_000,
       bodyTimeout: 30_000,
