@@ -26,9 +26,15 @@ export const IMAGE_BUILD_PLURAL = "imagebuilds";
 // distribution/reference's grammar as one RE2-compatible expression, because the API server needs a regex;
 // test/api/image-build.test.ts checks that it agrees with parseReference.
 const DOMAIN_COMPONENT = "[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?";
-const DOMAIN = `(?:${DOMAIN_COMPONENT}(?:\\.${DOMAIN_COMPONENT})*|\\[[a-fA-F0-9:]+\\])(?::[0-9]+)?`;
+// A first component is a registry only when it has a `.`, a `:` or an upper-case letter, or is `localhost`
+// (as parseReference decides, after distribution's splitDockerDomain); RE2 has no lookahead, so a path whose
+// first component could be read as a registry may not hold a dot.
+const UPPER_COMPONENT =
+  "(?:[A-Z]|[A-Z][a-zA-Z0-9-]*[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[A-Z]|[a-zA-Z0-9][a-zA-Z0-9-]*[A-Z][a-zA-Z0-9-]*[a-zA-Z0-9])";
+const DOMAIN = `(?:${DOMAIN_COMPONENT}(?:\\.${DOMAIN_COMPONENT})+(?::[0-9]+)?|${DOMAIN_COMPONENT}:[0-9]+|${UPPER_COMPONENT}|localhost|\\[[a-fA-F0-9:]+\\](?::[0-9]+)?)`;
 const PATH_COMPONENT = "[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*";
-const NAME = `(?:${DOMAIN}/)?${PATH_COMPONENT}(?:/${PATH_COMPONENT})*`;
+const UNDOTTED_COMPONENT = "[a-z0-9]+(?:(?:_|__|-+)[a-z0-9]+)*";
+const NAME = `(?:${DOMAIN}/${PATH_COMPONENT}(?:/${PATH_COMPONENT})*|${PATH_COMPONENT}|${UNDOTTED_COMPONENT}(?:/${PATH_COMPONENT})+)`;
 const TAG = "\\w[\\w.-]{0,127}";
 const DIGEST = "(?:sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})";
 export const IMAGE_NAME_RE = new RegExp(`^${NAME}(?::${TAG})?$`);

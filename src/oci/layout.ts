@@ -133,24 +133,29 @@ async function writeImageBlobs(dir: string, image: Image): Promise<Descriptor> {
 }
 
 async function prepareLayout(dir: string): Promise<void> {
-  const version = await readJsonFile(join(dir, "oci-layout"), "oci-layout");
-  if (version !== undefined) checkLayoutVersion(dir, version);
-  else {
+  // One listing decides: writers put oci-layout in place before anything else, so a listing that shows
+  // other entries of theirs also shows it.
+  const present: string[] = await readdir(dir).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === "ENOENT") return [];
+    throw err;
+  });
+  if (present.includes("oci-layout")) {
+    const version = await readJsonFile(join(dir, "oci-layout"), "oci-layout");
+    if (version !== undefined) checkLayoutVersion(dir, version);
+  } else if (present.some((name) => !isOwnTemporary(name))) {
     // A folder that holds something else is the user's, not a layout to write into: refuse before touching it.
-    const present = await readdir(dir).catch((err: NodeJS.ErrnoException) => {
-      if (err.code === "ENOENT") return [];
-      throw err;
-    });
-    if (present.length > 0) {
-      throw new InvalidInputError(
-        `${dir} is not empty and not an OCI image layout (no oci-layout file); give a new or empty folder`,
-      );
-    }
-  }
-  await mkdir(blobDir(dir, "sha256"), { recursive: true });
-  if (version === undefined) {
+    throw new InvalidInputError(
+      `${dir} is not empty and not an OCI image layout (no oci-layout file); give a new or empty folder`,
+    );
+  } else {
+    await mkdir(dir, { recursive: true });
     await replaceFile(dir, "oci-layout", canonicalBytes({ imageLayoutVersion: LAYOUT_VERSION }));
   }
+  await mkdir(blobDir(dir, "sha256"), { recursive: true });
+}
+
+function isOwnTemporary(name: string): boolean {
+  return name === LOCK_FILE || (name.startsWith(".") && name.endsWith(".tmp"));
 }
 
 /** Stores a blob unless it is already there; the content is verified against its digest before it lands. */
