@@ -14,6 +14,11 @@ export interface ChunkCompressor {
   readonly header: Buffer;
   /** Whether trailer() needs the CRC-32 of the input, which the caller takes as it hashes the input. */
   readonly needsCrc32: boolean;
+  /**
+   * Whether compress() must be told which chunk is the last (gzip ends its deflate stream with it), so a
+   * chunk waits for the next before it is compressed; zstd frames and plain tar need not wait.
+   */
+  readonly needsLast: boolean;
   /** Called in chunk order; several calls may be under way at once. */
   compress(chunk: Buffer, last: boolean): Promise<Buffer>;
   /** Bytes after the last chunk's output, given the whole input's CRC-32 (when asked for) and length. */
@@ -73,6 +78,7 @@ export function gzipChunks(): ChunkCompressor {
     chunkSize: GZIP_CHUNK,
     header: GZIP_HEADER,
     needsCrc32: true,
+    needsLast: true,
     compress(chunk, last) {
       const dictionary = previous?.subarray(Math.max(0, previous.length - WINDOW));
       previous = chunk;
@@ -115,6 +121,7 @@ export function zstdChunks(): ChunkCompressor {
     chunkSize: ZSTD_CHUNK,
     header: Buffer.alloc(0),
     needsCrc32: false,
+    needsLast: false,
     compress: (chunk) => lanes[next++ % lanes.length]!.frame(chunk),
     trailer: () => Buffer.alloc(0),
     close: () => {
@@ -172,6 +179,7 @@ export function noCompression(): ChunkCompressor {
     chunkSize: GZIP_CHUNK,
     header: Buffer.alloc(0),
     needsCrc32: false,
+    needsLast: false,
     compress: (chunk) => Promise.resolve(chunk),
     trailer: () => Buffer.alloc(0),
     close() {},

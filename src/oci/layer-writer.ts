@@ -339,8 +339,9 @@ const MAX_QUEUED_WRITES = 2;
 /**
  * Fills chunks' content on reader workers, hashes the tar on a digest worker, compresses it chunk by chunk
  * with up to chunksInFlight chunks at once, and hashes and writes the compressed bytes in order; writes run
- * on the threadpool. Chunks are read in any order but hashed and compressed in tar order. The newest chunk
- * is held back until the next arrives, because only the compressor's last call may finish the stream.
+ * on the threadpool. Chunks are read in any order but hashed and compressed in tar order. For gzip the
+ * newest chunk is held back until the next arrives, because only the compressor's last call may finish
+ * the stream.
  * Chunk buffers live in shared memory and are reused once hashed and written: fresh 1–4 MiB buffers cost
  * page faults and garbage collections.
  */
@@ -395,7 +396,7 @@ class CompressedOutput {
   async finish(rest: Buffer, fill: PendingFill): Promise<Sizes> {
     if (rest.length > 0) await this.push(rest, fill);
     while (this.#reading.length > 0) await this.#hashOldest();
-    await this.#start(this.#held ?? { input: Buffer.alloc(0), hashed: Promise.resolve() }, true);
+    if (this.#held !== undefined) await this.#start(this.#held, true);
     while (this.#pending.length > 0) await this.#writeOldest();
     const tar = await this.#tar.ask({ op: "hash-end" });
     if (tar.op !== "hash-ended") throw new LayerError(`a layer worker answered ${tar.op} to hash-end`);
@@ -435,6 +436,7 @@ class CompressedOutput {
     const hashed = this.#tar.ask({ op: "hash", bytes: input }).then(() => {});
     hashed.catch(() => {}); // awaited by #writeOldest
     this.#uncompressed += input.length;
+    if (!this.#c.needsLast) return this.#start({ input, hashed }, false);
     if (this.#held !== undefined) await this.#start(this.#held, false);
     this.#held = { input, hashed };
   }
