@@ -20,7 +20,7 @@ import { formatPlatform, parsePlatform } from "../oci/platform.ts";
 import { parseReference } from "../oci/reference.ts";
 import type { BuildPlan } from "../plan/plan.ts";
 import type { RegistryClient } from "../registry/client.ts";
-import { type BuildOptions, parseBuildOptions } from "./build-options.ts";
+import { BUILD_USAGE, type BuildOptions, parseBuildOptions } from "./build-options.ts";
 
 /**
  * What local builds keep between runs, as a container engine keeps pulled images: blobs by digest (checked
@@ -31,6 +31,10 @@ const BLOB_CACHE = join(CACHE_DIR, "blobs");
 
 /** `kiln build`: compile, build every platform, then write each output. Prints the result's digest. */
 export async function runBuild(args: readonly string[], config: Config, log: Logger): Promise<number> {
+  if (args.includes("--help") || args.includes("-h")) {
+    process.stdout.write(`${BUILD_USAGE}\n`);
+    return 0;
+  }
   const opts = parseBuildOptions(args, config.SOURCE_DATE_EPOCH);
   if (opts.outputs.length === 0 && opts.push.length === 0) {
     throw new InvalidInputError("nothing to do: give --output oci:DIR[:REF] and/or --push REF");

@@ -55,16 +55,16 @@ export function parseBuildOptions(args: readonly string[], sourceDateEpoch?: num
   try {
     parsed = parse(args);
   } catch (err) {
-    throw new InvalidInputError(`${(err as Error).message}\n${BUILD_USAGE}`, { cause: err });
+    throw new InvalidInputError(`${(err as Error).message} (see kiln build --help)`, { cause: err });
   }
   const { values, positionals } = parsed;
   if (positionals.length !== 1) {
     throw new InvalidInputError(
-      `expected exactly one build context directory, got ${positionals.length}\n${BUILD_USAGE}`,
+      `expected exactly one build context directory, got ${positionals.length} (see kiln build --help)`,
     );
   }
   if ((values.spec === undefined) === (values.file === undefined)) {
-    throw new InvalidInputError(`give exactly one of --spec FILE or -f Dockerfile\n${BUILD_USAGE}`);
+    throw new InvalidInputError("give exactly one of --spec FILE or -f Dockerfile (see kiln build --help)");
   }
   const timestamp = values.timestamp !== undefined ? parseTimestamp(values.timestamp) : sourceDateEpoch;
   return {

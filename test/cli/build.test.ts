@@ -286,6 +286,13 @@ test("bad input fails with one clear line and leaves no layout behind", async (t
   assert.equal(refused.code, 1);
   assert.match(refused.stderr, /is not empty and not an OCI image layout/);
   assert.deepEqual(readdirSync(project), ["index.json"]);
+  const help = await kiln(["build", "--help"]);
+  assert.equal(help.code, 0);
+  assert.match(help.stdout, /^usage: kiln build \(--spec FILE \| -f Dockerfile\) \[options\] CONTEXT/);
+  const typo = await kiln(["build", "--spec", join(dir, "spec.yaml"), "--outptu", "oci:x", ctx]);
+  assert.equal(typo.code, 1);
+  assert.equal(typo.stderr.split("\n").length, 1, "one line, not the whole usage");
+  assert.match(typo.stderr, /Unknown option '--outptu'.*\(see kiln build --help\)/);
   const usage = await kiln(["build", "--spec", join(dir, "spec.yaml"), ctx]);
   assert.equal(usage.code, 1);
   assert.match(usage.stderr, /nothing to do: give --output/);
