@@ -13,6 +13,8 @@ const MAY_IMPORT: Record<string, readonly string[]> = {
   layerspec: ["oci", "plan"],
   api: ["oci", "plan", "layerspec"],
   executor: ["oci", "plan", "registry"],
+  // Fetches a build context inside a build pod: no Kubernetes, and below the executor that reads it.
+  source: ["oci", "registry", "api"],
   // A file-only stage pod runs the executor and the pusher from one command (src/pusher/stage-command.ts).
   pusher: ["oci", "plan", "registry", "api", "executor", "build"],
   build: ["oci", "plan", "registry", "dockerfile", "layerspec", "executor", "pusher"],
@@ -28,6 +30,7 @@ const MAY_IMPORT: Record<string, readonly string[]> = {
     "api",
     "kube",
     "controller",
+    "source",
   ],
   kube: ["api", "oci", "plan"],
   controller: ["api", "kube", "plan", "oci", "dockerfile", "layerspec"],
