@@ -5,12 +5,31 @@ import { createGunzip, createZstdDecompress } from "node:zlib";
 import tar from "tar-stream";
 import bunzip2 from "unbzip2-stream";
 import xz from "xz-decompress";
-import { LayerError } from "../errors.ts";
+import { InvalidInputError, LayerError } from "../errors.ts";
 import type { LayerEntry } from "../oci/layer-entry.ts";
 import { TAR_STREAM_TYPES } from "../oci/layer-entry.ts";
 
-/** One entry of a tar archive ADD unpacks, content in memory; paths are relative and clean. */
+/**
+ * One entry of a tar archive ADD unpacks, content in memory. `path` and `linkTarget` are as the archive
+ * writes them: where they land is decided against the destination (see {@link pathInside}).
+ */
 export type ArchiveEntry = Omit<LayerEntry, "content" | "size" | "xattrs"> & { readonly content?: Buffer };
+
+/**
+ * An archive entry that would land outside the directory ADD unpacks it in: a name whose `..` climbs out,
+ * a symlink pointing above it, a hardlink to a path outside it (Docker's breakoutError). Nothing of the
+ * archive is written then.
+ */
+export class ArchiveBreakoutError extends InvalidInputError {
+  override readonly code = "KILN_ERR_ARCHIVE_BREAKOUT";
+  readonly archive: string;
+  readonly entry: string;
+  constructor(archive: string, entry: string, detail: string) {
+    super(`${archive}: ${detail}`);
+    this.archive = archive;
+    this.entry = entry;
+  }
+}
 
 type Compression = "gzip" | "bzip2" | "xz" | "zstd" | "none";
 
@@ -77,17 +96,14 @@ export async function readArchive(file: string): Promise<ArchiveEntry[] | undefi
       const content = type === "file" ? await buffer(entry) : undefined;
       if (content === undefined) entry.resume();
       if (type === undefined) continue;
-      const path = cleanArchivePath(h.name);
-      if (path === "") continue;
       entries.push({
-        path,
+        path: h.name,
         type,
         mode: (h.mode ?? 0) & 0o7777,
         uid: h.uid ?? 0,
         gid: h.gid ?? 0,
         ...(content !== undefined ? { content } : {}),
-        ...(type === "symlink" ? { linkTarget: h.linkname ?? "" } : {}),
-        ...(type === "hardlink" ? { linkTarget: cleanArchivePath(h.linkname ?? "") } : {}),
+        ...(type === "symlink" || type === "hardlink" ? { linkTarget: h.linkname ?? "" } : {}),
         ...(type === "char" || type === "block"
           ? { devMajor: h.devmajor ?? 0, devMinor: h.devminor ?? 0 }
           : {}),
@@ -104,13 +120,19 @@ export async function readArchive(file: string): Promise<ArchiveEntry[] | undefi
   return seen === 0 ? undefined : entries;
 }
 
-/** `./a/b/`, `/a/b` → `a/b`; `..` components are dropped at the root, as an extraction into a root does. */
-function cleanArchivePath(name: string): string {
+/**
+ * A name from an archive made relative to the directory it is unpacked in, as Docker's Unpack cleans it
+ * (Go's filepath.Clean): `./a//b/` → `a/b`, and an absolute name stays inside (`/../a` → `a`). Undefined
+ * when a relative name's `..` climbs above the directory: Docker refuses that entry as a breakout.
+ */
+export function pathInside(name: string): string | undefined {
+  const rooted = name.startsWith("/");
   const out: string[] = [];
   for (const c of name.split("/")) {
     if (c === "" || c === ".") continue;
-    if (c === "..") out.pop();
-    else out.push(c);
+    if (c !== "..") out.push(c);
+    else if (out.length > 0) out.pop();
+    else if (!rooted) return undefined;
   }
   return out.join("/");
 }

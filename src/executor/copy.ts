@@ -2,8 +2,9 @@ import { join, posix } from "node:path";
 import { Readable } from "node:stream";
 import { InvalidInputError } from "../errors.ts";
 import type { EntryType, LayerEntry } from "../oci/layer-entry.ts";
+import { resolveInRoot } from "../oci/root-path.ts";
 import type { CopyOp } from "../plan/plan.ts";
-import { readArchive } from "./archive.ts";
+import { ArchiveBreakoutError, type ArchiveEntry, pathInside, readArchive } from "./archive.ts";
 import type { BuildContext, ContextFile, SourceMatch } from "./context.ts";
 import type { ImageTree } from "./image-tree.ts";
 
@@ -54,6 +55,10 @@ function planMatches(
       return;
     }
     if (type === "file" && st.nlink > 1) inodes.set(key, path);
+    // BuildKit's copy does not turn a file into a directory: its contents would land below a file.
+    const existing = type === "dir" ? (entries.get(path) ?? tree.get(path)) : undefined;
+    if (existing !== undefined && existing.type !== "dir" && existing.type !== "symlink")
+      throw notADirectory(path, path);
     entries.set(path, {
       path,
       type,
@@ -109,34 +114,79 @@ export async function planAddCopy(
   const entries = new Map<string, LayerEntry>();
   for (const m of sources) {
     const archive = ctx.lstat(m.path)?.isFile() ? await readArchive(join(ctx.root, m.path)) : undefined;
-    if (archive === undefined) {
-      plain.push(m);
-      continue;
-    }
-    const dest = tree.resolve(posix.resolve(workdir, op.dest));
-    addParents(entries, tree, dest, ROOT_OWNED, true);
-    const placed = new Map<string, string>();
-    for (const e of archive) {
-      const parent = tree.resolve(posix.dirname(`/${childPath(dest, e.path)}`));
-      const path = childPath(parent, posix.basename(e.path));
-      placed.set(e.path, path);
-      addParents(entries, tree, path, ROOT_OWNED, false);
-      const { content, linkTarget, ...attrs } = e;
-      entries.set(path, {
-        ...attrs,
-        path,
-        size: content?.length ?? 0,
-        ...(content !== undefined ? { content: () => Readable.from([content]) } : {}),
-        ...(linkTarget !== undefined
-          ? { linkTarget: e.type === "hardlink" ? (placed.get(linkTarget) ?? linkTarget) : linkTarget }
-          : {}),
-      });
-    }
+    if (archive === undefined) plain.push(m);
+    else unpack(m.path, archive, tree.resolve(posix.resolve(workdir, op.dest)), tree, entries);
   }
   if (plain.length > 0) {
     for (const e of planMatches(op, plain, ctx, tree, workdir)) entries.set(e.path, e);
   }
   return [...entries.values()].sort((a, b) => compareBytes(a.path, b.path));
+}
+
+/**
+ * Places an archive's entries below `dest` as Docker unpacks them, chrooted into the destination: names are
+ * cleaned inside it, and a path through a symlink — one the image has or an earlier entry made — resolves
+ * with the destination as its root (absolute targets start there, `..` stops there). As Docker's breakout
+ * checks, a relative name climbing out of the destination, a relative symlink pointing above it and a
+ * hardlink to a path outside it are refused, naming the archive and the entry.
+ */
+function unpack(
+  archive: string,
+  members: readonly ArchiveEntry[],
+  dest: string,
+  tree: ImageTree,
+  entries: Map<string, LayerEntry>,
+): void {
+  const where = `/${dest}`;
+  const refuse = (e: ArchiveEntry, detail: string) => new ArchiveBreakoutError(archive, e.path, detail);
+  addParents(entries, tree, dest, ROOT_OWNED, true);
+  // What a process chrooted into the destination sees: the entries placed so far over the image.
+  const readlink = (rel: string): string | undefined => {
+    const placed = entries.get(childPath(dest, rel));
+    if (placed !== undefined) return placed.type === "symlink" ? placed.linkTarget : undefined;
+    return tree.readlink(childPath(dest, rel));
+  };
+  const placeAt = (rel: string): string => {
+    const parent = resolveInRoot(posix.dirname(rel), readlink, "scoped", true, where);
+    return childPath(dest, childPath(parent, posix.basename(rel)));
+  };
+  for (const e of members) {
+    const rel = pathInside(e.path);
+    if (rel === undefined)
+      throw refuse(e, `entry ${JSON.stringify(e.path)} is outside the destination ${where}`);
+    if (rel === "") continue;
+    let linkTarget = e.linkTarget;
+    if (e.type === "symlink" && !linkTarget!.startsWith("/")) {
+      if (pathInside(`${posix.dirname(rel)}/${linkTarget}`) === undefined)
+        throw refuse(
+          e,
+          `symlink ${JSON.stringify(e.path)} -> ${JSON.stringify(linkTarget)} points outside the destination ${where}`,
+        );
+    }
+    if (e.type === "hardlink") {
+      const target = pathInside(linkTarget!);
+      if (target === undefined)
+        throw refuse(
+          e,
+          `hardlink ${JSON.stringify(e.path)} -> ${JSON.stringify(linkTarget)} points outside the destination ${where}`,
+        );
+      if (target === "")
+        throw new InvalidInputError(
+          `${archive}: hardlink ${JSON.stringify(e.path)} links to the destination directory itself`,
+        );
+      linkTarget = placeAt(target);
+    }
+    const path = placeAt(rel);
+    addParents(entries, tree, path, ROOT_OWNED, false);
+    const { content, linkTarget: _, ...attrs } = e;
+    entries.set(path, {
+      ...attrs,
+      path,
+      size: content?.length ?? 0,
+      ...(content !== undefined ? { content: () => Readable.from([content]) } : {}),
+      ...(linkTarget !== undefined ? { linkTarget } : {}),
+    });
+  }
 }
 
 /** A file whose bytes the build holds (a heredoc, a download): named `name` inside a directory destination. */
@@ -194,7 +244,11 @@ function destinationOf(op: CopyOp, tree: ImageTree, workdir: string): { resolved
   return { resolved, isDir };
 }
 
-/** Adds the directories above `path` that the image lacks, owned by `owner`, mode 0755. */
+/**
+ * Adds the directories above `path` (and `path` itself when `inclusive`) that the image lacks, owned by
+ * `owner`, mode 0755. A component that is already something other than a directory or a symlink — a file
+ * of the image, an earlier layer or this copy — fails as Docker's mkdir does: "not a directory".
+ */
 function addParents(
   entries: Map<string, LayerEntry>,
   tree: ImageTree,
@@ -206,10 +260,15 @@ function addParents(
   const upto = inclusive ? parts.length : parts.length - 1;
   for (let i = 1; i <= upto; i++) {
     const p = parts.slice(0, i).join("/");
-    if (tree.get(p) === undefined && !entries.has(p)) {
-      entries.set(p, { path: p, type: "dir", mode: 0o755, ...owner, size: 0 });
-    }
+    const existing = entries.get(p) ?? tree.get(p);
+    if (existing === undefined) entries.set(p, { path: p, type: "dir", mode: 0o755, ...owner, size: 0 });
+    else if (existing.type !== "dir" && existing.type !== "symlink") throw notADirectory(path, p);
   }
+}
+
+function notADirectory(path: string, component: string): InvalidInputError {
+  const what = `/${component} is not a directory`;
+  return new InvalidInputError(path === component ? what : `/${path}: ${what}`);
 }
 
 function childPath(dir: string, name: string): string {

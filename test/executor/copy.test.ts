@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 import { BuildContext } from "../../src/executor/context.ts";
-import { planContextCopy } from "../../src/executor/copy.ts";
+import { planBytesCopy, planContextCopy, planMkdir } from "../../src/executor/copy.ts";
 import { ImageTree } from "../../src/executor/image-tree.ts";
 import type { CopyOp } from "../../src/plan/plan.ts";
 
@@ -162,4 +162,55 @@ test("numeric --chown ids beyond what the kernel takes are refused", (t) => {
       ),
     /group id 4294967295 is out of range/,
   );
+});
+
+test("COPY, heredoc copies and WORKDIR below a file of the image fail with not a directory", (t) => {
+  const root = context();
+  t.after(() => rmSync(root, { recursive: true }));
+  mkdirSync(join(root, "etc-over/passwd"), { recursive: true });
+  writeFileSync(join(root, "etc-over/passwd/x"), "");
+  const ctx = new BuildContext(root);
+  const tree = baseTree();
+  const refused: readonly [() => unknown, string][] = [
+    [
+      () => planContextCopy(op({ sources: ["run.sh"], dest: "/etc/passwd/x" }), ctx, tree),
+      "/etc/passwd/x: /etc/passwd is not a directory",
+    ],
+    [
+      () => planContextCopy(op({ sources: ["run.sh"], dest: "/etc/passwd/" }), ctx, tree),
+      "/etc/passwd/run.sh: /etc/passwd is not a directory",
+    ],
+    [
+      () => planContextCopy(op({ sources: ["site"], dest: "/etc/passwd" }), ctx, tree),
+      "/etc/passwd is not a directory",
+    ],
+    // a directory of the copy whose path is a file in the image: its contents would land below the file
+    [
+      () => planContextCopy(op({ sources: ["etc-over"], dest: "/etc/" }), ctx, tree),
+      "/etc/passwd is not a directory",
+    ],
+    [
+      () =>
+        planBytesCopy(
+          op({ sources: ["x"], dest: "/etc/group/x/" }),
+          [{ name: "f", content: Buffer.from(""), mode: 0o644 }],
+          tree,
+        ),
+      "/etc/group/x/f: /etc/group is not a directory",
+    ],
+    [
+      () => planMkdir("/etc/passwd/sub", { uid: 0, gid: 0 }, tree),
+      "/etc/passwd/sub: /etc/passwd is not a directory",
+    ],
+    // resolved through the image's symlinks first: /var/run/x is /run/x
+    [
+      () => planMkdir("/var/run/../../etc/passwd", { uid: 0, gid: 0 }, tree),
+      "/etc/passwd is not a directory",
+    ],
+  ];
+  for (const [plan, message] of refused) assert.throws(plan, { message });
+  // Replacing the file itself is a plain copy.
+  assert.deepEqual(summary(planContextCopy(op({ sources: ["run.sh"], dest: "/etc/passwd" }), ctx, tree)), [
+    "etc/passwd file 755 0:0",
+  ]);
 });
