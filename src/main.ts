@@ -12,6 +12,7 @@ commands:
   stage       run one unit of a build inside its pod: stage build | push | index
   executor    run a stage's steps in the root it runs in (inside a stage container)
   crd         write the ImageBuild CustomResourceDefinition (--output DIR, default crds)
+  context     push DIR REF: upload a build context as an OCI artifact for spec.source.oci
   version     print kiln's version`;
 
 // Commands are imported when run. `kiln build` on a host first enables Node's on-disk cache of compiled
@@ -45,6 +46,11 @@ async function main(argv: readonly string[]): Promise<number> {
       const config = loadConfig();
       const { runExecutorCommand } = await import("./executor/executor-command.ts");
       return runExecutorCommand(rest, createLogger(config.LOG_LEVEL, process.stderr, "text"));
+    }
+    case "context": {
+      const config = loadConfig();
+      const { runContextCommand } = await import("./cli/context-command.ts");
+      return runContextCommand(rest, createLogger(config.LOG_LEVEL, process.stderr, "text"));
     }
     case "crd":
       return crdCommand(rest);
