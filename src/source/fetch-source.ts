@@ -1,5 +1,5 @@
 import { lstatSync, readlinkSync } from "node:fs";
-import { mkdir, mkdtemp, readdir, rename, rm, rmdir } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, readdir, rename, rm, rmdir } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import type { Source } from "../api/image-build.ts";
 import { InvalidInputError, NotFoundError, PathEscapeError } from "../errors.ts";
@@ -71,7 +71,10 @@ export async function fetchSource(
     } else {
       throw new InvalidInputError("the source names none of git, oci, http or inline");
     }
-    const root = join(scratch, subPathIn(scratch, subPath));
+    const rel = subPathIn(scratch, subPath);
+    // mkdtemp made the scratch folder 0700; as the context's root it is an ordinary folder.
+    if (rel === "") await chmod(scratch, 0o755);
+    const root = join(scratch, rel);
     await rmdir(target).catch(() => {});
     await rename(root, target);
     options.logger?.info({ pinned: fetched.pinned }, "Fetched build context");

@@ -14,9 +14,11 @@ export async function writeInline(spec: InlineSource, dir: string): Promise<Fetc
   for (const path of paths) {
     const rel = resolveInRoot(path, () => undefined, "strict", false, "the inline source");
     const abs = join(dir, rel);
-    await mkdir(dirname(abs), { recursive: true, mode: 0o755 });
+    await mkdir(dirname(abs), { recursive: true });
     await writeFile(abs, spec.files[path] ?? "", { flag: "wx" });
     await chmod(abs, 0o644);
+    // Modes as the spec says, whatever the umask: a folder's mode is part of the image COPY makes.
+    for (let p = dirname(rel); p !== "."; p = dirname(p)) await chmod(join(dir, p), 0o755);
   }
   const pinned = sha256(canonicalBytes(paths.map((p) => [p, spec.files[p]])));
   return { pinned, source: { inline: spec } };

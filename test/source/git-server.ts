@@ -6,6 +6,8 @@ export interface GitServer {
   readonly url: string;
   /** Requests seen, as `METHOD path`, for tests that check what was fetched. */
   readonly requests: string[];
+  /** Bodies of the POSTs to git-upload-pack: the client's wants, haves and `deepen`. */
+  readonly uploadRequests: string[];
   close(): Promise<void>;
 }
 
@@ -24,6 +26,7 @@ export interface GitServerOptions {
  */
 export async function startGitServer(options: GitServerOptions): Promise<GitServer> {
   const requests: string[] = [];
+  const uploadRequests: string[] = [];
   const failures = [...(options.failFirst ?? [])];
   const expected =
     options.login &&
@@ -39,13 +42,14 @@ export async function startGitServer(options: GitServerOptions): Promise<GitServ
       res.writeHead(401, { "www-authenticate": 'Basic realm="git"' }).end();
       return;
     }
-    serveCgi(req, res, options.root, options.login?.username);
+    serveCgi(req, res, options.root, options.login?.username, (body) => uploadRequests.push(body));
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   const { port } = server.address() as { port: number };
   return {
     url: `http://127.0.0.1:${port}`,
     requests,
+    uploadRequests,
     close: async () => {
       server.closeAllConnections();
       await new Promise((resolve) => server.close(resolve));
@@ -53,7 +57,13 @@ export async function startGitServer(options: GitServerOptions): Promise<GitServ
   };
 }
 
-function serveCgi(req: IncomingMessage, res: ServerResponse, root: string, user: string | undefined): void {
+function serveCgi(
+  req: IncomingMessage,
+  res: ServerResponse,
+  root: string,
+  user: string | undefined,
+  onBody: (body: string) => void,
+): void {
   const url = new URL(req.url ?? "/", "http://x");
   const child = spawn("git", ["http-backend"], {
     env: {
@@ -69,6 +79,11 @@ function serveCgi(req: IncomingMessage, res: ServerResponse, root: string, user:
       ...(user !== undefined ? { REMOTE_USER: user } : {}),
     },
     stdio: ["pipe", "pipe", "ignore"],
+  });
+  const body: Buffer[] = [];
+  req.on("data", (c: Buffer) => body.push(c));
+  req.on("end", () => {
+    if (req.method === "POST") onBody(Buffer.concat(body).toString("latin1"));
   });
   req.pipe(child.stdin);
   let head = Buffer.alloc(0);

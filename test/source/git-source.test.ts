@@ -39,7 +39,7 @@ function git(...args: string[]): string {
 }
 
 /** The commits the git CLI made, by what they hold. */
-const commits = { first: "", second: "", dev: "" };
+const commits = { first: "", second: "", dev: "", devTip: "" };
 
 before(() => {
   mkdirSync(checkout, { recursive: true });
@@ -63,6 +63,9 @@ before(() => {
   writeFileSync(join(checkout, "app/version"), "dev\n");
   git("commit", "-q", "-am", "on dev");
   commits.dev = git("rev-parse", "HEAD");
+  writeFileSync(join(checkout, "app/version"), "dev2\n");
+  git("commit", "-q", "-am", "on dev again");
+  commits.devTip = git("rev-parse", "HEAD");
   git("checkout", "-q", "main");
   mkdirSync(repos);
   execFileSync("git", ["clone", "-q", "--bare", checkout, join(repos, "app.git")]);
@@ -82,8 +85,12 @@ describe("git source over git http-backend", () => {
 
   test("no revision checks out the remote's default branch, shallow, without .git", async () => {
     const dir = dest();
+    const posts = server.uploadRequests.length;
     const got = await fetchSource({ git: { url: `${server.url}/app.git` } }, dir);
     assert.equal(got.pinned, commits.second);
+    const upload = server.uploadRequests.slice(posts).find((b) => b.includes("want "));
+    assert.match(upload ?? "", new RegExp(`want ${commits.second}`));
+    assert.match(upload ?? "", /deepen 1/);
     assert.deepEqual(got.source, { git: { url: `${server.url}/app.git`, revision: commits.second } });
     assert.equal(readFileSync(join(dir, "app/version"), "utf8"), "2\n");
     assert.equal(lstatSync(join(dir, "app/bin/run.sh")).mode & 0o777, 0o755);
@@ -94,8 +101,10 @@ describe("git source over git http-backend", () => {
 
   test("a branch, an annotated tag, a lightweight tag, a full and a short SHA", async () => {
     const cases: Array<[string, string, string]> = [
-      ["dev", commits.dev, "dev\n"],
-      ["refs/heads/dev", commits.dev, "dev\n"],
+      ["dev", commits.devTip, "dev2\n"],
+      ["refs/heads/dev", commits.devTip, "dev2\n"],
+      // No branch or tag ends there: git http-backend will not send it alone, so the history comes.
+      [commits.dev, commits.dev, "dev\n"],
       ["v1", commits.first, "1\n"],
       ["light", commits.first, "1\n"],
       [commits.first, commits.first, "1\n"],
@@ -198,7 +207,7 @@ test("a 503 is retried", async () => {
     const got = await fetchSource({ git: { url: `${server.url}/app.git`, revision: "dev" } }, dest(), {
       retry: FAST_RETRY,
     });
-    assert.equal(got.pinned, commits.dev);
+    assert.equal(got.pinned, commits.devTip);
     assert.deepEqual(server.requests.slice(0, 2), [
       "GET /app.git/info/refs?service=git-upload-pack",
       "GET /app.git/info/refs?service=git-upload-pack",
