@@ -180,3 +180,26 @@ test("kiln context push refuses a digest reference and a missing folder", async 
   assert.equal(missing.code, 1);
   assert.match(missing.stderr, /is not a directory \(KILN_ERR_NOT_FOUND\)/);
 });
+
+test("an artifact with other than one tar layer is no build context", async () => {
+  await push(context, `${registry.host}/team/ctx:v1`);
+  const manifest = JSON.parse(
+    (await get("team/ctx/manifests/v1", "application/vnd.oci.image.manifest.v1+json")).toString(),
+  );
+  const twoLayers = JSON.stringify({ ...manifest, layers: [manifest.layers[0], manifest.layers[0]] });
+  const res = await fetch(`${registry.url}/v2/team/ctx/manifests/two`, {
+    method: "PUT",
+    headers: { "content-type": "application/vnd.oci.image.manifest.v1+json" },
+    body: twoLayers,
+  });
+  assert.equal(res.status, 201);
+  await assert.rejects(
+    fetchSource({ oci: { image: `${registry.host}/team/ctx:two` } }, join(work, "two"), {
+      registry: { insecure: [registry.host] },
+    }),
+    {
+      code: "KILN_ERR_SOURCE",
+      message: `${registry.host}/team/ctx:two is no build context: it has 2 layers (application/vnd.oci.image.layer.v1.tar+gzip, application/vnd.oci.image.layer.v1.tar+gzip), a context artifact has one tar layer`,
+    },
+  );
+});
