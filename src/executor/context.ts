@@ -35,8 +35,10 @@ export class BuildContext {
   readonly root: string;
   readonly keepOwners: boolean;
   readonly #ignore: Matcher;
-  /** The `!` patterns, cleaned as Docker cleans them, without the `!`. */
-  readonly #exceptions: readonly string[];
+  /** Whether the walk enters an ignored directory, to find paths below it that `!` patterns re-include. */
+  readonly #entersIgnored: (dir: string) => boolean;
+  /** Ignored directories looked into: whether something below them is re-included. */
+  readonly #holdsIncluded = new Map<string, boolean>();
   readonly #policy: EscapePolicy;
   readonly #name: string;
 
@@ -48,10 +50,7 @@ export class BuildContext {
     this.#policy = options.policy ?? "strict";
     this.#name = options.name ?? "the build context";
     this.#ignore = newMatcher(ignorePatterns);
-    this.#exceptions = ignorePatterns
-      .map((p) => p.trim())
-      .filter((p) => p.startsWith("!"))
-      .map((p) => posix.normalize(p.slice(1).trim()).replace(/^\/+/, "").replace(/^\.\//, ""));
+    this.#entersIgnored = entersExcluded(ignorePatterns);
   }
 
   /** Opens a context and reads its `.dockerignore` (or the given ignore file) if present. */
@@ -74,9 +73,28 @@ export class BuildContext {
     return resolveInRoot(path, this.readlink, this.#policy, true, this.#name);
   }
 
+  /**
+   * The path's stats when the build sees it: not ignored, or an ignored directory that holds a path a `!`
+   * pattern re-includes (BuildKit sends such a directory, with its own metadata, as that path's parent).
+   */
   lstat(rel: string): Stats | undefined {
-    if (this.isIgnored(rel)) return undefined;
-    return statOrUndefined(join(this.root, rel));
+    const stats = statOrUndefined(join(this.root, rel));
+    return stats !== undefined && this.#present(rel, stats) ? stats : undefined;
+  }
+
+  #present(rel: string, stats: Stats): boolean {
+    return !this.isIgnored(rel) || (stats.isDirectory() && this.#holdsIncludedPath(rel));
+  }
+
+  #holdsIncludedPath(dir: string): boolean {
+    let holds = this.#holdsIncluded.get(dir);
+    if (holds === undefined) {
+      holds =
+        this.#entersIgnored(dir) &&
+        readdirSync(join(this.root, dir)).some((name) => this.lstat(`${dir}/${name}`) !== undefined);
+      this.#holdsIncluded.set(dir, holds);
+    }
+    return holds;
   }
 
   /**
@@ -129,50 +147,64 @@ export class BuildContext {
     const st = this.lstat(rel);
     if (!st?.isDirectory()) return [];
     return readdirSync(join(this.root, rel))
-      .filter(
-        (name) => !this.isIgnored(rel === "" ? name : `${rel}/${name}`) || this.#mayHoldException(rel, name),
-      )
+      .filter((name) => this.lstat(rel === "" ? name : `${rel}/${name}`) !== undefined)
       .sort();
   }
 
   /**
    * Every file under `rel` (itself first, parents before children), never following symlinks, leaving out
-   * ignored paths and those `exclude` matches (patterns relative to `rel`).
+   * ignored paths and those `exclude` matches (patterns relative to `rel`). As BuildKit's walkers, a
+   * directory left out is still entered when a `!` pattern may re-include something below it, and is then
+   * listed, with its own metadata, just before the first path kept below it.
    */
   walk(rel: string, exclude: readonly string[] = []): ContextFile[] {
     const excluded = exclude.length > 0 ? newMatcher(exclude) : undefined;
+    const entersExcluded = exclude.some((p) => p.trim().startsWith("!"));
     const out: ContextFile[] = [];
+    // Directories left out above the path visited, listed once something below them is kept.
+    const held: ContextFile[] = [];
     const visit = (path: string, sub: string): void => {
       const stats = statOrUndefined(join(this.root, path));
       if (stats === undefined) return;
-      const dropped =
-        (path !== "" && this.isIgnored(path)) || (sub !== "" && excluded?.ignores(sub) === true);
-      if (!dropped) out.push({ path, stats });
+      const file = { path, stats };
+      const ignored = path !== rel && this.isIgnored(path);
+      const dropped = ignored || (sub !== "" && excluded?.ignores(sub) === true);
+      if (!dropped) out.push(...held.splice(0), file);
       if (!stats.isDirectory()) return;
-      if (dropped && !this.#exceptionsBelow(path)) return;
+      if (dropped && !(ignored ? this.#entersIgnored(path) : entersExcluded)) return;
+      if (dropped) held.push(file);
       for (const name of readdirSync(join(this.root, path)).sort()) {
         visit(path === "" ? name : `${path}/${name}`, sub === "" ? name : `${sub}/${name}`);
       }
+      if (held.at(-1) === file) held.pop();
     };
     visit(rel, "");
     return out;
   }
+}
 
-  #mayHoldException(dir: string, name: string): boolean {
-    const rel = dir === "" ? name : `${dir}/${name}`;
-    if (!this.#exceptionsBelow(rel)) return false;
-    const st = statOrUndefined(join(this.root, rel));
-    return st?.isDirectory() === true;
-  }
+/**
+ * Whether a walk enters a directory that `patterns` leave out, as BuildKit's context walker (fsutil)
+ * decides: when any `!` pattern holds a wildcard it may match anywhere, so every such directory is
+ * entered; otherwise only those that a `!` pattern's path lies below.
+ */
+function entersExcluded(patterns: readonly string[]): (dir: string) => boolean {
+  const exceptions = patterns
+    .map((p) => p.trim())
+    .filter((p) => p.startsWith("!"))
+    .map((p) => withoutTrailingGlob(cleanPattern(p.slice(1))));
+  if (exceptions.some((p) => /[*[\]?^\\]/.test(p))) return () => true;
+  return (dir) => exceptions.some((p) => `${p}/`.startsWith(`${dir}/`));
+}
 
-  /**
-   * Whether an excluded directory is walked: as Docker's walker (fsutil), only when an exception pattern
-   * starts with the directory's path. An exception under `scripts/` with `**` in it does not reach into an
-   * excluded `scripts/__pycache__`.
-   */
-  #exceptionsBelow(dir: string): boolean {
-    return this.#exceptions.some((p) => `${p}/`.startsWith(`${dir}/`));
-  }
+/** A pattern as Docker reads it from .dockerignore: Go's filepath.Clean, then no leading `/`. */
+function cleanPattern(p: string): string {
+  const clean = posix.normalize(p.trim()).replace(/(.)\/+$/, "$1");
+  return clean.length > 1 ? clean.replace(/^\//, "") : clean;
+}
+
+function withoutTrailingGlob(p: string): string {
+  return p.replace(/\/\*\*$/, "").replace(/\/\*$/, "");
 }
 
 type Matcher = ReturnType<typeof dockerignore.default>;

@@ -54,7 +54,43 @@ const volumeDirs = (paths: readonly string[]): KnownDivergence => ({
   what: "VOLUME paths: buildah creates each as an empty directory in the image; BuildKit records them in the config only",
   affects: Object.fromEntries(paths.map((p) => [p, { buildah: "present", buildkit: null }])),
 });
+/**
+ * The case's exception for keep*.pyc files below scripts/, inside directories its __pycache__ pattern leaves
+ * out: an exception with a wildcard makes BuildKit's context walker
+ * (fsutil's filterFS, onlyPrefixExcludeExceptions false) enter every excluded directory, so the file is sent
+ * with its directory; buildah, like Docker's classic builder, enters only directories an exception's path
+ * starts with. The RUN's listing then has those two lines more (sorted in: `./scripts/__pycache__`,
+ * `./scripts/__pycache__/keep-me.pyc`).
+ */
+const WILDCARD_EXCEPTION: KnownDivergence = {
+  what: "a .dockerignore exception with a wildcard re-includes files inside an excluded directory (BuildKit); buildah leaves the directory out",
+  affects: {
+    "/usr/src/app/scripts/__pycache__": {
+      buildah: null,
+      buildkit: { type: "dir", mode: 0o755, uid: 0, gid: 0 },
+    },
+    "/usr/src/app/scripts/__pycache__/keep-me.pyc": {
+      buildah: null,
+      buildkit: {
+        type: "file",
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        size: 14,
+        sha256: "5b11d6d21a072f604738832e34bd839cabc29242b6555b54e0b3d892ba603775",
+      },
+    },
+    "/context-listing.txt": {
+      buildah: "present",
+      buildkit: {
+        size: 680,
+        sha256: "4b79fd97caa5a330a9e22fe510493df666fc7bf96b8e7d8ce55f522529725492",
+      },
+    },
+  },
+};
 const MORE_DIVERGENCES: Readonly<Record<string, readonly KnownDivergence[]>> = {
+  dockerignore: [WILDCARD_EXCEPTION],
   "scratch-copy-only": [SCRATCH_WORKDIR],
   "c-static-scratch-index": [SCRATCH_WORKDIR],
   "metadata-config": [volumeDirs(["/cache", "/tmp/scratch", "/var/lib/vaultwarden", "/var/log/vaultwarden"])],

@@ -7,7 +7,8 @@ import type { KnownDivergence } from "./corpus.ts";
  * `knownBuildahDivergences` names. kiln follows Docker, so it is compared with this. Each place must hold
  * buildah's recorded value first, so a stale entry fails loudly instead of hiding a real difference.
  *
- * Places: `/path` (value `"present"`: must exist, metadata unknown; `null`: must be absent), `Env NAME`,
+ * Places: `/path` (value `"present"`: must exist, metadata unknown; `null`: must be absent; an object: the
+ * node, or the fields of buildah's node that differ, such as `{ "sha256": …, "size": … }`), `Env NAME`,
  * `Label KEY`, a config field (`Entrypoint`, ...; for the sets `ExposedPorts` and `Volumes` only the keys
  * that differ), and `COPY destination` (the subtree at buildah's path moves to Docker's path).
  */
@@ -28,7 +29,8 @@ export function dockerExpectation(
         if (has !== (values.buildah !== null)) fail(`buildah's image ${has ? "has" : "lacks"} the path`);
         if (docker === null) tree.delete(place);
         else if (docker === "present") tree.set(place, ANY_NODE);
-        else fail(`expected "present" or null, got ${JSON.stringify(docker)}`);
+        else if (typeof docker === "object") tree.set(place, { ...tree.get(place), ...docker } as FileNode);
+        else fail(`expected "present", null or the fields that differ, got ${JSON.stringify(docker)}`);
       } else if (place === "COPY destination") {
         if (typeof values.buildah !== "string" || typeof docker !== "string") fail("expected two paths");
         moveSubtree(tree, values.buildah as string, docker as string, fail);

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
@@ -67,7 +67,8 @@ test(".dockerignore hides paths, exceptions re-include them, last match wins", (
     parseIgnoreFile("# comment\n\n**/*.test.js\ndocs\n!docs/keep.md\n*.md\n"),
   );
   const walked = ctx.walk("").map((f) => f.path);
-  assert.deepEqual(walked, ["", "docs/keep.md", "src", "src/app.js", "sub", "sub/README.md"]);
+  // docs is left out, but listed as the parent of what is re-included below it.
+  assert.deepEqual(walked, ["", "docs", "docs/keep.md", "src", "src/app.js", "sub", "sub/README.md"]);
   assert.throws(() => ctx.match("README.md"), /not found/);
   assert.deepEqual(ctx.match("sub/*.md"), ["sub/README.md"]);
 });
@@ -94,5 +95,76 @@ test(".dockerignore and exclude patterns match case-sensitively, as Docker on Li
   assert.deepEqual(
     ctx.walk("").map((f) => f.path),
     ["", "BUILD", "README.MD"],
+  );
+});
+
+test("an excluded directory is entered when a wildcard exception may match below it, as BuildKit's walker does", (t) => {
+  const root = makeContext({
+    "scripts/build.py": "",
+    "scripts/stray.pyc": "",
+    "scripts/__pycache__/c.pyc": "",
+    "scripts/__pycache__/keep-me.pyc": "",
+    "pkg/__pycache__/a.pyc": "",
+    "node_modules/x/index.js": "",
+  });
+  t.after(() => rmSync(root, { recursive: true }));
+  chmodSync(join(root, "scripts/__pycache__"), 0o700);
+  const ctx = new BuildContext(
+    root,
+    parseIgnoreFile("node_modules\n**/__pycache__\n**/*.pyc\n!scripts/**/keep*.pyc\n"),
+  );
+  const walked = ctx.walk("");
+  assert.deepEqual(
+    walked.map((f) => f.path),
+    ["", "pkg", "scripts", "scripts/__pycache__", "scripts/__pycache__/keep-me.pyc", "scripts/build.py"],
+  );
+  // The excluded parent comes with its own metadata, not a made-up directory.
+  assert.equal(walked[3]!.stats.mode & 0o7777, 0o700);
+  assert.equal(ctx.lstat("scripts/__pycache__")?.isDirectory(), true);
+  assert.equal(ctx.lstat("pkg/__pycache__"), undefined);
+  assert.equal(ctx.lstat("node_modules"), undefined);
+  assert.deepEqual(ctx.match("scripts/*"), ["scripts/__pycache__", "scripts/build.py"]);
+  assert.deepEqual(
+    ctx.walk("scripts/__pycache__").map((f) => f.path),
+    ["scripts/__pycache__", "scripts/__pycache__/keep-me.pyc"],
+  );
+});
+
+test("without wildcards, an excluded directory is entered only when an exception lies below it", (t) => {
+  const root = makeContext({
+    "docs/a.md": "",
+    "docs/api/keep.md": "",
+    "docs/api/b.md": "",
+    "build/out.o": "",
+  });
+  t.after(() => rmSync(root, { recursive: true }));
+  const ctx = new BuildContext(root, parseIgnoreFile("docs\nbuild\n!docs/api/keep.md\n"));
+  assert.deepEqual(
+    ctx.walk("").map((f) => f.path),
+    ["", "docs", "docs/api", "docs/api/keep.md"],
+  );
+  // A source naming the excluded directory copies what is re-included in it.
+  assert.deepEqual(ctx.match("docs"), ["docs"]);
+  assert.throws(() => ctx.match("build"), /build: not found in the build context/);
+});
+
+test("exceptions in exclude patterns re-include paths inside an excluded directory", (t) => {
+  const root = makeContext({
+    "site/docs/index.md": "",
+    "site/docs/keep.md": "",
+    "site/docs/deep/keep.md": "",
+    "site/index.html": "",
+  });
+  t.after(() => rmSync(root, { recursive: true }));
+  chmodSync(join(root, "site/docs"), 0o750);
+  const ctx = new BuildContext(root);
+  const walked = ctx.walk("site", ["docs", "!docs/keep.md"]);
+  assert.deepEqual(
+    walked.map((f) => `${f.path} ${(f.stats.mode & 0o7777).toString(8)}`),
+    ["site 755", "site/docs 750", "site/docs/keep.md 644", "site/index.html 644"],
+  );
+  assert.deepEqual(
+    ctx.walk("site", ["docs", "!**/keep.md"]).map((f) => f.path),
+    ["site", "site/docs", "site/docs/deep", "site/docs/deep/keep.md", "site/docs/keep.md", "site/index.html"],
   );
 });
