@@ -121,7 +121,7 @@ export async function buildStage(stage: Stage, inputs: StageInputs): Promise<Sta
         key = nextCacheKey(key, step, layer?.diffId);
       }
     } catch (err) {
-      throw stepError(step, err, inputs.dockerfile ?? false);
+      throw stepError(step, index, err, inputs.dockerfile ?? false);
     }
     if (layer === undefined) {
       history.push({ created: inputs.created, created_by: step.createdBy, empty_layer: true });
@@ -161,11 +161,17 @@ async function entriesOf(
   switch (step.kind) {
     case "copy": {
       const all = new Map<string, LayerEntry>();
-      for (const op of step.ops) for (const e of await copyEntries(op, inputs, tree)) all.set(e.path, e);
+      for (const [i, op] of step.ops.entries()) {
+        for (const e of await inItem(`files[${i}]`, () => copyEntries(op, inputs, tree))) all.set(e.path, e);
+      }
       return [...all.values()];
     }
-    case "delete":
-      return step.paths.map((p) => whiteoutFor(p, tree));
+    case "delete": {
+      const whiteouts: LayerEntry[] = [];
+      for (const [i, p] of step.paths.entries())
+        whiteouts.push(await inItem(`delete[${i}]`, () => whiteoutFor(p, tree)));
+      return whiteouts;
+    }
     case "mkdir": {
       const owner = step.owner ? tree.resolveOwner(step.owner.user, step.owner.group) : { uid: 0, gid: 0 };
       return planMkdir(step.path, owner, tree);
@@ -205,11 +211,39 @@ async function keptContent(e: LayerEntry): Promise<string | undefined> {
   return typeof e.content === "string" ? readFileSync(e.content, "utf8") : text(e.content());
 }
 
-function stepError(step: Step, err: unknown, dockerfile: boolean): unknown {
-  if (isTemporary(err) || step.line === undefined) return err;
+/** A failure of one item of a step — a copy of a layer spec's `files`, a path of its `delete` — and which. */
+class ItemFailure {
+  readonly item: string;
+  readonly error: unknown;
+  constructor(item: string, error: unknown) {
+    this.item = item;
+    this.error = error;
+  }
+}
+
+async function inItem<T>(item: string, work: () => Promise<T> | T): Promise<T> {
+  try {
+    return await work();
+  } catch (err) {
+    throw new ItemFailure(item, err);
+  }
+}
+
+/**
+ * A step's error as its user finds it: `Dockerfile:LINE: INSTRUCTION: …`, or for a layer spec (whose steps
+ * are its layers, in order) the item of the spec, `layers[N].files[M]: …`.
+ */
+function stepError(step: Step, index: number, err: unknown, dockerfile: boolean): unknown {
+  const item = err instanceof ItemFailure ? err.item : undefined;
+  const cause = err instanceof ItemFailure ? err.error : err;
+  if (isTemporary(cause)) return cause;
+  if (!dockerfile) {
+    const where = `layers[${index}]${item !== undefined ? `.${item}` : ""}`;
+    return new InvalidInputError(`${where}: ${describeError(cause)}`, { cause });
+  }
+  if (step.line === undefined) return cause;
   const what = step.createdBy.split(" ", 1)[0];
-  if (dockerfile) return new DockerfileError(step.line, `${what}: ${describeError(err)}`, { cause: err });
-  return new InvalidInputError(`line ${step.line}: ${describeError(err)}`, { cause: err });
+  return new DockerfileError(step.line, `${what}: ${describeError(cause)}`, { cause });
 }
 
 function whiteoutFor(path: string, tree: ImageTree): LayerEntry {

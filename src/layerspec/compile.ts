@@ -7,14 +7,14 @@ export const LAYERSPEC_STAGE = "image";
 
 /** Compiles a declarative layer spec into a BuildPlan: one stage per platform, one step per layer. */
 export function compileLayerSpec(spec: LayerSpec, timestamp: number): BuildPlan {
-  const steps = spec.layers.map((layer, i): Step => {
-    const line = i + 1;
+  // No step `line`: lines are the Dockerfile's. Step N is layers[N], and errors name it so.
+  const steps = spec.layers.map((layer): Step => {
     if (layer.files !== undefined) {
       const ops = layer.files.map(copyOpOf);
-      return { kind: "copy", line, createdBy: layer.comment ?? describeCopy(layer.files), ops };
+      return { kind: "copy", createdBy: layer.comment ?? describeCopy(layer.files), ops };
     }
     const paths = layer.delete ?? [];
-    return { kind: "delete", line, createdBy: layer.comment ?? `DELETE ${paths.join(" ")}`, paths };
+    return { kind: "delete", createdBy: layer.comment ?? `DELETE ${paths.join(" ")}`, paths };
   });
   const base =
     spec.base === "scratch" ? ({ kind: "scratch" } as const) : ({ kind: "image", image: spec.base } as const);
