@@ -11,7 +11,7 @@ commands:
   controller  reconcile ImageBuilds into build pods (kubeconfig or in-cluster config)
   stage       run one unit of a build inside its pod: stage build | push | index
   executor    run a stage's steps in the root it runs in (inside a stage container)
-  crd         write the ImageBuild CustomResourceDefinition (--output DIR, default crds)
+  crd         write the ImageBuild CustomResourceDefinition (--output DIR; default crds and charts/kiln/crds)
   context     push DIR REF: upload a build context as an OCI artifact for spec.source.oci
   version     print kiln's version`;
 
@@ -76,7 +76,10 @@ async function crdCommand(args: readonly string[]): Promise<number> {
     throw new InvalidInputError(`${(err as Error).message}; usage: kiln crd [--output DIR]`, { cause: err });
   }
   const { writeCrd } = await import("./api/crd.ts");
-  process.stdout.write(`${await writeCrd(output ?? "crds")}\n`);
+  // A Helm chart carries its CRDs inside its own folder: the chart's copy is written with crds/ (a test
+  // compares them), so neither goes stale.
+  for (const dir of output !== undefined ? [output] : ["crds", "charts/kiln/crds"])
+    process.stdout.write(`${await writeCrd(dir)}\n`);
   return 0;
 }
 

@@ -1,0 +1,82 @@
+import { execFile } from "node:child_process";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { promisify } from "node:util";
+import { parseAllDocuments } from "yaml";
+
+const run = promisify(execFile);
+
+export const CHART = resolve(import.meta.dirname, "../../charts/kiln");
+const HELM_SCRIPT = resolve(import.meta.dirname, "helm");
+
+let built: Promise<string> | undefined;
+
+/** The pinned helm binary, built from its Go module by test/chart/helm on first use (cached across runs). */
+export function helmPath(): Promise<string> {
+  built ??= run(HELM_SCRIPT, ["--path"], { maxBuffer: 16 << 20 }).then((r) => r.stdout.trim());
+  return built;
+}
+
+/** Runs helm; a non-zero exit rejects with its stderr in the message. */
+export async function helm(
+  args: readonly string[],
+  env: NodeJS.ProcessEnv = {},
+): Promise<{ stdout: string; stderr: string }> {
+  const bin = await helmPath();
+  try {
+    return await run(bin, [...args], { env: { ...process.env, ...env }, maxBuffer: 64 << 20 });
+  } catch (err) {
+    const e = err as Error & { stderr?: string };
+    throw new Error(`helm ${args.join(" ")}: ${e.stderr ?? e.message}`, { cause: err });
+  }
+}
+
+export interface KubeObject {
+  apiVersion: string;
+  kind: string;
+  metadata: {
+    name: string;
+    namespace?: string;
+    labels?: Record<string, string>;
+    annotations?: Record<string, string>;
+  };
+  [field: string]: unknown;
+}
+
+/** `values` as a file helm reads (JSON is YAML), removed after `fn`. */
+export async function withValuesFile<T>(values: object, fn: (file: string) => Promise<T>): Promise<T> {
+  const dir = await mkdtemp(join(tmpdir(), "kiln-chart-"));
+  try {
+    const file = join(dir, "values.json");
+    await writeFile(file, JSON.stringify(values));
+    return await fn(file);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** `helm template` of the chart with `values`, as objects in the order helm prints them. */
+export async function renderChart(
+  values: object,
+  opts: { release?: string; namespace?: string; includeCrds?: boolean } = {},
+): Promise<KubeObject[]> {
+  const { stdout } = await withValuesFile(values, (file) =>
+    helm([
+      "template",
+      opts.release ?? "kiln",
+      CHART,
+      "--namespace",
+      opts.namespace ?? "kiln-system",
+      "--values",
+      file,
+      ...(opts.includeCrds ? ["--include-crds"] : []),
+    ]),
+  );
+  return parseAllDocuments(stdout)
+    .map((d) => {
+      if (d.errors.length > 0) throw new Error(`helm template printed bad YAML: ${d.errors[0]?.message}`);
+      return d.toJS() as KubeObject | null;
+    })
+    .filter((o): o is KubeObject => o !== null);
+}

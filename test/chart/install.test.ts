@@ -1,0 +1,145 @@
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { test } from "node:test";
+import { imageBuildsPath, podsPath } from "../../src/kube/resources.ts";
+import {
+  type Cluster,
+  cluster,
+  createImageBuild,
+  getImageBuild,
+  layersSpec,
+  listPods,
+  namespace,
+  waitFor,
+} from "../controller/harness.ts";
+import { skopeo } from "../helpers/skopeo.ts";
+import { CHART, helm } from "./helm.ts";
+
+// The chart installed into the real test cluster with the kiln image built from this checkout. The release
+// watches only its own fresh namespace (Roles there, not a ClusterRole), so it never touches the builds of
+// tests running beside it; the API server enforces the chart's RBAC on everything the controller does.
+
+/** The manifest digest the registry holds for `ref`, computed here from its bytes. */
+async function registryDigest(ref: string): Promise<string> {
+  const raw = await skopeo("inspect", "--raw", "--tls-verify=false", `docker://${ref}`);
+  return `sha256:${createHash("sha256").update(raw).digest("hex")}`;
+}
+
+async function items<T = { metadata: { name: string; labels?: Record<string, string> } }>(
+  c: Cluster,
+  path: string,
+): Promise<T[]> {
+  return (await c.client.request<{ items: T[] }>("GET", path)).items;
+}
+
+test("helm install runs the controller, which builds an ImageBuild to the registry's digest; helm uninstall leaves nothing", async (t) => {
+  const c = await cluster();
+  const ns = await namespace(c, t);
+  const release = "kiln";
+  const [repository, digest] = c.image.split("@") as [string, string];
+  const kube = ["--kubeconfig", c.env.KUBECONFIG, "--namespace", ns];
+  t.after(() => helm(["uninstall", release, ...kube, "--ignore-not-found"]).catch(() => {}));
+  await helm([
+    "install",
+    release,
+    CHART,
+    ...kube,
+    "--set",
+    `image.repository=${repository}`,
+    "--set",
+    `image.digest=${digest}`,
+    "--set",
+    `watchNamespace=${ns}`,
+    "--set",
+    "logLevel=debug",
+    "--set",
+    "leaderElection.leaseDurationSeconds=5",
+    "--wait",
+    "--timeout",
+    "5m",
+  ]);
+
+  type Deployment = { status?: { conditions?: { type: string; status: string }[] } };
+  const deployment = await c.client.request<Deployment>(
+    "GET",
+    `/apis/apps/v1/namespaces/${ns}/deployments/kiln`,
+  );
+  assert.ok(
+    deployment.status?.conditions?.some((x) => x.type === "Available" && x.status === "True"),
+    "the Deployment is Available",
+  );
+  const [controllerPod] = (await listPods(c, ns)).filter(
+    (p) => p.metadata?.labels?.["app.kubernetes.io/component"] === "controller",
+  );
+  assert.ok(controllerPod?.metadata?.name !== undefined);
+  assert.equal(controllerPod.status?.containerStatuses?.[0]?.ready, true);
+
+  const repo = `chart-test/${ns}`;
+  const spec = layersSpec(c, repo, { "hello.txt": "hello from the chart\n" });
+  await createImageBuild(c, ns, "hello", spec);
+  const ib = await waitFor(
+    "the ImageBuild to succeed",
+    async () => {
+      const b = await getImageBuild(c, ns, "hello");
+      const succeeded = b?.status?.conditions?.find((x) => x.type === "Succeeded");
+      if (succeeded?.status === "False") throw new Error(`the build failed: ${JSON.stringify(b?.status)}`);
+      return succeeded?.status === "True" ? b : undefined;
+    },
+    180_000,
+  );
+  const registry = c.env.KILN_TEST_REGISTRY;
+  assert.equal(ib.status?.phase, "Succeeded");
+  assert.equal(ib.status?.digest, await registryDigest(`${registry}/${repo}:v1`));
+  assert.equal(ib.status?.image, `${registry}/${repo}@${ib.status?.digest}`);
+
+  // Build pods run as the chart's build ServiceAccount, with no token.
+  const buildPods = (await listPods(c, ns)).filter(
+    (p) => p.metadata?.labels?.["kiln.dev/imagebuild"] === "hello",
+  );
+  assert.ok(buildPods.length > 0);
+  for (const p of buildPods) {
+    assert.equal(p.spec?.serviceAccountName, "kiln-build");
+    assert.equal(p.spec?.automountServiceAccountToken, false);
+    assert.ok(!p.spec?.volumes?.some((v) => v.projected?.sources?.some((s) => s.serviceAccountToken)));
+  }
+  // Events were recorded and nothing the controller did was forbidden by the chart's RBAC.
+  const events = await items<{ reason: string; involvedObject: { name: string } }>(
+    c,
+    `/api/v1/namespaces/${ns}/events`,
+  );
+  assert.ok(
+    events.some((e) => e.involvedObject.name === "hello" && e.reason === "Pushed"),
+    "a Pushed event",
+  );
+  const log = await c.client.request<string>("GET", `${podsPath(ns)}/${controllerPod.metadata.name}/log`, {
+    query: { container: "controller" },
+    text: true,
+  });
+  assert.doesNotMatch(log, /forbidden/i);
+
+  // Deleting the ImageBuild goes through the controller's finalizer, then the garbage collector takes its pods.
+  await c.client.request("DELETE", `${imageBuildsPath(ns)}/hello`);
+  await waitFor("the ImageBuild to be gone", async () => (await getImageBuild(c, ns, "hello")) === undefined);
+
+  await helm(["uninstall", release, ...kube, "--wait", "--timeout", "2m"]);
+  const { stdout } = await helm(["list", ...kube, "--all", "--short"]);
+  assert.equal(stdout, "");
+  const left: string[] = [];
+  for (const [kind, path] of [
+    ["Deployment", `/apis/apps/v1/namespaces/${ns}/deployments`],
+    ["ReplicaSet", `/apis/apps/v1/namespaces/${ns}/replicasets`],
+    ["Service", `/api/v1/namespaces/${ns}/services`],
+    ["ConfigMap", `/api/v1/namespaces/${ns}/configmaps`],
+    ["ServiceAccount", `/api/v1/namespaces/${ns}/serviceaccounts`],
+    ["Role", `/apis/rbac.authorization.k8s.io/v1/namespaces/${ns}/roles`],
+    ["RoleBinding", `/apis/rbac.authorization.k8s.io/v1/namespaces/${ns}/rolebindings`],
+    ["Lease", `/apis/coordination.k8s.io/v1/namespaces/${ns}/leases`],
+    ["Secret", `/api/v1/namespaces/${ns}/secrets`],
+  ] as const) {
+    for (const o of await items(c, path)) left.push(`${kind} ${o.metadata.name}`);
+  }
+  // What every namespace has of its own: the default ServiceAccount and the cluster's CA bundle.
+  assert.deepEqual(left.sort(), ["ConfigMap kube-root-ca.crt", "ServiceAccount default"]);
+  // Build pods go with their ImageBuild (owner references), the controller's with its Deployment.
+  await waitFor("the namespace's pods to be gone", async () => (await listPods(c, ns)).length === 0, 120_000);
+});
