@@ -15,8 +15,9 @@ const MAY_IMPORT: Record<string, readonly string[]> = {
   executor: ["oci", "plan", "registry"],
   // Fetches a build context inside a build pod: no Kubernetes, and below the executor that reads it.
   source: ["oci", "registry", "api"],
-  // A file-only stage pod runs the executor and the pusher from one command (src/pusher/stage-command.ts).
-  pusher: ["oci", "plan", "registry", "api", "executor", "build"],
+  // Build pods run one command (src/pusher/stage-command.ts): the plan pod compiles the Dockerfile, a
+  // file-only stage pod runs the executor's file steps, the pusher pushes.
+  pusher: ["oci", "plan", "registry", "api", "executor", "build", "dockerfile"],
   build: ["oci", "plan", "registry", "dockerfile", "layerspec", "executor", "pusher"],
   cli: [
     "oci",

@@ -1,6 +1,8 @@
 import { z } from "zod";
+import { InvalidInputError, NotFoundError } from "../errors.ts";
 import { DigestSchema } from "../oci/digest.ts";
 import { StageSchema } from "../plan/plan.ts";
+import { DockerfileSchema } from "./image-build.ts";
 
 /**
  * What the controller hands a build pod: the one unit of work it runs, written as the pod's `kiln.dev/job`
@@ -36,9 +38,32 @@ export const StageJobSchema = z.discriminatedUnion("kind", [
     push: PushTargetSchema,
   }),
   z.object({
+    kind: z.literal("plan"),
+    /** The ImageBuild's Dockerfile section: compiled in the pod, which reads the base images' configs. */
+    dockerfile: DockerfileSchema,
+    platforms: z.array(z.string()).default([]),
+    timestamp: z.number().int().nonnegative(),
+    context: z.object({ files: z.record(z.string(), z.string()) }),
+    push: PushTargetSchema,
+  }),
+  z.object({
     kind: z.literal("index"),
     manifests: z.array(z.object({ platform: z.string(), digest: DigestSchema })).min(1),
     push: PushTargetSchema,
   }),
 ]);
 export type StageJob = z.infer<typeof StageJobSchema>;
+
+/** The base image's reference a stage pod runs its executor in: pinned by digest (DESIGN decision 2). */
+export function stageBaseImage(job: Extract<StageJob, { kind: "stage" }>): string {
+  const { base } = job.stage;
+  if (base.kind === "image") return base.image;
+  if (base.kind === "stage") {
+    const ref = job.inputs[base.stage];
+    if (ref === undefined) throw new NotFoundError(`stage ${base.stage} has no image in the job's inputs`);
+    return ref;
+  }
+  throw new InvalidInputError(
+    "a stage FROM scratch cannot RUN in a cluster: its steps have no program to run (copy one in with a stage that does not start from scratch)",
+  );
+}

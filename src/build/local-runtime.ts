@@ -5,7 +5,7 @@ import path from "node:path";
 import { promisify } from "node:util";
 import { KilnError } from "../errors.ts";
 import type { ContainerMount } from "../executor/container.ts";
-import { RUNTIME_MOUNT } from "../executor/stage-executor.ts";
+import { RUNTIME_EXECUTOR_ARGV, RUNTIME_MOUNT } from "../plan/container-layout.ts";
 
 /** kiln's install: the repository checkout, or a self-contained runtime (scripts/runtime/build). */
 const KILN_DIR = path.resolve(import.meta.dirname, "..", "..");
@@ -39,19 +39,7 @@ export async function localRuntime(): Promise<LocalRuntime> {
       readOnly: true,
     });
   }
-  const loader = `${RUNTIME_MOUNT}/lib/ld-linux-x86-64.so.2`;
-  return {
-    mounts,
-    executorArgv: [
-      loader,
-      "--library-path",
-      `${RUNTIME_MOUNT}/lib`,
-      `${RUNTIME_MOUNT}/bin/node`,
-      "--disable-warning=ExperimentalWarning",
-      `${RUNTIME_MOUNT}/src/main.ts`,
-      "executor",
-    ],
-  };
+  return { mounts, executorArgv: RUNTIME_EXECUTOR_ARGV };
 }
 
 /**

@@ -5,7 +5,7 @@ import type { ExecutorEvent } from "../executor/workspace.ts";
 import type { Logger } from "../log.ts";
 import type { Image, Layer } from "../oci/image.ts";
 import type { Platform } from "../oci/platform.ts";
-import type { CopyFrom, Stage } from "../plan/plan.ts";
+import { type Stage, stageSources } from "../plan/plan.ts";
 import type { LocalRuntime } from "./local-runtime.ts";
 import { cachedRoot } from "./root-cache.ts";
 import { runStageInContainer } from "./stage-container.ts";
@@ -78,7 +78,7 @@ export async function buildRunStage(
   if (progress.stoppedAt === undefined) return { image: progress.image };
   const rest: Stage = { ...stage, steps: stage.steps.slice(progress.stoppedAt) };
   const sources = new Map<string, string>();
-  for (const from of sourcesOf(rest)) {
+  for (const from of stageSources(rest)) {
     const key = from.kind === "stage" ? `stage:${from.stage}` : `image:${from.image}`;
     if (!sources.has(key) && inputs.sourceRoots !== undefined) {
       sources.set(key, (await inputs.sourceRoots(from)).root);
@@ -116,19 +116,4 @@ export async function buildRunStage(
       log: run.log,
     },
   );
-}
-
-/** The stages and images a stage's steps read from (COPY --from, RUN --mount=type=bind,from=). */
-function sourcesOf(stage: Stage): Extract<CopyFrom, { kind: "stage" | "image" }>[] {
-  const out: Extract<CopyFrom, { kind: "stage" | "image" }>[] = [];
-  for (const step of stage.steps) {
-    const froms =
-      step.kind === "copy"
-        ? step.ops.map((op) => op.from)
-        : step.kind === "run"
-          ? step.mounts.flatMap((m) => (m.type === "bind" && m.from !== undefined ? [m.from] : []))
-          : [];
-    for (const f of froms) if (f.kind === "stage" || f.kind === "image") out.push(f);
-  }
-  return out;
 }

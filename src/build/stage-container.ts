@@ -1,25 +1,18 @@
 import fs from "node:fs";
 import path from "node:path";
-import { StringDecoder } from "node:string_decoder";
-import { setTimeout as sleep } from "node:timers/promises";
-import { DockerfileError, InvalidInputError } from "../errors.ts";
 import { ContainerError, type ContainerMount, runContainer } from "../executor/container.ts";
 import {
-  CACHE_MOUNTS_MOUNT,
   contextDir,
   type ExecutorEvent,
-  ExecutorEventSchema,
   type ExecutorJob,
   eventsFile,
   jobFile,
-  layerOf,
-  SECRETS_MOUNT,
-  validated,
-  WORKSPACE_MOUNT,
 } from "../executor/workspace.ts";
 import type { Logger } from "../log.ts";
 import type { Image, Layer } from "../oci/image.ts";
 import { applyLayer } from "../oci/layer-apply.ts";
+import { CACHE_MOUNTS_MOUNT, SECRETS_MOUNT, WORKSPACE_MOUNT } from "../plan/container-layout.ts";
+import { ExecutorLostError, followExecutor } from "../pusher/executor-events.ts";
 import type { LocalRuntime } from "./local-runtime.ts";
 import { mountOverlay } from "./root-cache.ts";
 
@@ -113,108 +106,44 @@ async function runIn(
   fs.writeFileSync(jobFile(workspace), JSON.stringify({ ...job, sources }));
   fs.writeFileSync(eventsFile(workspace), "");
 
-  const events: ExecutorEvent[] = [];
-  const layers: Layer[] = [];
-  const uploads: Promise<void>[] = [];
-  const tail = new EventTail(eventsFile(workspace));
-  const take = () => {
-    for (const e of tail.read()) {
-      events.push(e);
-      if (e.type !== "step") continue;
-      o.log.info(
-        { line: e.line, step: e.kind, ms: e.ms, ...(e.layer ? { size: e.layer.size } : {}) },
-        "Step done",
-      );
-      const layer = e.layer === undefined ? undefined : layerOf(workspace, e.layer);
-      if (layer !== undefined) layers.push(layer);
-      if (o.onStep !== undefined) uploads.push(o.onStep(e, layer));
-    }
-  };
-  let running = true;
-  const tailing = (async () => {
-    while (running) {
-      take();
-      await sleep(25);
-    }
-  })();
-  let exitCode: number;
+  let exited = false;
   const stderr: Buffer[] = [];
-  try {
-    ({ exitCode } = await runContainer(
-      {
-        rootfs,
-        argv: o.runtime.executorArgv,
-        env: [`TMPDIR=${WORKSPACE_MOUNT}/tmp`, `NODE_COMPILE_CACHE=${COMPILE_CACHE_MOUNT}`],
-        cwd: "/",
-        uid: 0,
-        gid: 0,
-        additionalGids: [],
-        mounts,
-        network: "default",
-        hostname: "kiln",
-        extraCapabilities: ["CAP_SYS_ADMIN"],
+  const container = runContainer(
+    {
+      rootfs,
+      argv: o.runtime.executorArgv,
+      env: [`TMPDIR=${WORKSPACE_MOUNT}/tmp`, `NODE_COMPILE_CACHE=${COMPILE_CACHE_MOUNT}`],
+      cwd: "/",
+      uid: 0,
+      gid: 0,
+      additionalGids: [],
+      mounts,
+      network: "default",
+      hostname: "kiln",
+      extraCapabilities: ["CAP_SYS_ADMIN"],
+    },
+    {
+      workDir: path.join(o.dir, "bundles"),
+      onOutput: (_stream, chunk) => {
+        stderr.push(chunk);
+        o.onOutput?.(chunk);
       },
-      {
-        workDir: path.join(o.dir, "bundles"),
-        onOutput: (_stream, chunk) => {
-          stderr.push(chunk);
-          o.onOutput?.(chunk);
-        },
-      },
-    ));
-  } finally {
-    running = false;
-    await tailing;
-  }
-  take();
-  await Promise.all(uploads);
-  const last = events.at(-1);
-  if (last?.type === "failed") {
-    if (job.dockerfile) throw new DockerfileError(last.line, last.message);
-    throw new InvalidInputError(
-      last.line === undefined ? last.message : `line ${last.line}: ${last.message}`,
-    );
-  }
-  if (last?.type !== "done" || exitCode !== 0) {
-    const tailText = Buffer.concat(stderr).toString().slice(-2000);
-    throw new ContainerError(
-      `the stage executor ended with status ${exitCode} without a result: ${tailText}`,
-    );
-  }
-  if (last.config.rootfs.diff_ids.length !== prefix.layers.length + layers.length) {
-    throw new ContainerError("the stage executor's config does not name the layers it wrote");
-  }
-  return { config: last.config, layers: [...prefix.layers, ...layers] };
-}
-
-/** Reads complete JSON lines appended to a file since the last read. */
-class EventTail {
-  readonly #file: string;
-  readonly #decoder = new StringDecoder("utf8");
-  #offset = 0;
-  #rest = "";
-
-  constructor(file: string) {
-    this.#file = file;
-  }
-
-  read(): ExecutorEvent[] {
-    const fd = fs.openSync(this.#file, "r");
-    try {
-      const out: ExecutorEvent[] = [];
-      const buf = Buffer.alloc(1 << 16);
-      for (;;) {
-        const n = fs.readSync(fd, buf, 0, buf.length, this.#offset);
-        if (n === 0) break;
-        this.#offset += n;
-        this.#rest += this.#decoder.write(buf.subarray(0, n));
-      }
-      const lines = this.#rest.split("\n");
-      this.#rest = lines.pop() ?? "";
-      for (const line of lines) if (line !== "") out.push(validated(ExecutorEventSchema, JSON.parse(line)));
-      return out;
-    } finally {
-      fs.closeSync(fd);
-    }
-  }
+    },
+  ).finally(() => {
+    exited = true;
+  });
+  const following = followExecutor(workspace, job, prefix, {
+    ...(o.onStep !== undefined ? { onStep: o.onStep } : {}),
+    stopped: () => exited,
+    log: o.log,
+  });
+  const [ran, followed] = await Promise.allSettled([container, following]);
+  if (ran.status === "rejected") throw ran.reason;
+  if (followed.status === "fulfilled" && ran.value.exitCode === 0) return followed.value;
+  if (followed.status === "rejected" && !(followed.reason instanceof ExecutorLostError))
+    throw followed.reason;
+  const tailText = Buffer.concat(stderr).toString().slice(-2000);
+  throw new ContainerError(
+    `the stage executor ended with status ${ran.value.exitCode} without a result: ${tailText}`,
+  );
 }

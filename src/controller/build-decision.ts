@@ -11,8 +11,8 @@ import {
 } from "../api/image-build.ts";
 import type { PushTarget, StageJob } from "../api/stage-job.ts";
 import type { StageResult } from "../api/stage-result.ts";
-import type { BuildPlan, Stage } from "../plan/plan.ts";
-import { indexPodName, stagePodName } from "./names.ts";
+import { type BuildPlan, type Stage, stageSources } from "../plan/plan.ts";
+import { indexPodName, planPodName, stagePodName } from "./names.ts";
 import { type BuilderConfig, buildPod } from "./pod-builder.ts";
 import { type PodState, podState } from "./pod-state.ts";
 
@@ -25,7 +25,7 @@ import { type PodState, podState } from "./pod-state.ts";
 /** One pod's worth of work: a stage on one build platform, or the index over the platforms. */
 export interface BuildUnit {
   readonly name: string;
-  readonly kind: "stage" | "index";
+  readonly kind: "plan" | "stage" | "index";
   readonly stageName: string;
   readonly platform: string;
   readonly stage: Stage | undefined;
@@ -38,8 +38,11 @@ export type Attempts = Readonly<Record<string, readonly [count: number, lastMs: 
 
 export interface World {
   readonly ib: ImageBuild;
-  /** The compiled plan, or why there is none (a user error: the build fails). */
-  readonly plan: BuildPlan | { readonly failure: Failure };
+  /**
+   * The compiled plan, or why there is none (a user error: the build fails), or `undefined` while the plan
+   * pod of a Dockerfile build has not produced it.
+   */
+  readonly plan: BuildPlan | { readonly failure: Failure } | undefined;
   /** This generation's pods by name. */
   readonly pods: ReadonlyMap<string, V1Pod>;
   /** Pods of other generations: a spec change cancels them. */
@@ -88,10 +91,7 @@ export function unitsOf(ib: ImageBuild, plan: BuildPlan): BuildUnit[] {
     for (const stage of stages) {
       const deps = new Set<string>();
       if (stage.base.kind === "stage") deps.add(stage.base.stage);
-      for (const step of stage.steps) {
-        if (step.kind !== "copy") continue;
-        for (const op of step.ops) if (op.from.kind === "stage") deps.add(op.from.stage);
-      }
+      for (const from of stageSources(stage)) if (from.kind === "stage") deps.add(from.stage);
       units.push({
         name: nameOf(stage.name),
         kind: "stage",
@@ -115,6 +115,12 @@ export function unitsOf(ib: ImageBuild, plan: BuildPlan): BuildUnit[] {
   return units;
 }
 
+/** The plan pod's unit: a Dockerfile build compiles in a pod before any stage runs. */
+function planUnit(ib: ImageBuild): BuildUnit {
+  const platform = ib.spec.platforms?.[0] ?? "linux/amd64";
+  return { name: planPodName(ib), kind: "plan", stageName: "plan", platform, stage: undefined, deps: [] };
+}
+
 export function decide(world: World, opts: DecideOptions): Decision {
   const { ib, now } = world;
   const generation = ib.metadata.generation ?? 0;
@@ -130,12 +136,15 @@ export function decide(world: World, opts: DecideOptions): Decision {
       message: `Spec changed to generation ${generation}; deleting ${world.stalePods.length} pod(s) of the previous build`,
     });
 
-  if ("failure" in world.plan) {
+  if (world.plan !== undefined && "failure" in world.plan) {
     return finish(fail(world.plan.failure, [], undefined));
   }
   const plan = world.plan;
-  const units = unitsOf(ib, plan);
-  const multi = plan.platforms.length > 1;
+  const units = [
+    ...(ib.spec.dockerfile !== undefined ? [planUnit(ib)] : []),
+    ...(plan !== undefined ? unitsOf(ib, plan) : []),
+  ];
+  const multi = (plan?.platforms.length ?? 0) > 1;
   const states = new Map<string, PodState>();
   for (const u of units) {
     const pod = world.pods.get(u.name);
@@ -195,9 +204,9 @@ export function decide(world: World, opts: DecideOptions): Decision {
     }
   }
 
-  const final = finalUnit(units, plan);
-  const finalResult = results.get(final.name);
-  if (finalResult?.digest !== undefined) {
+  const final = plan !== undefined ? finalUnit(units, plan) : undefined;
+  const finalResult = final !== undefined ? results.get(final.name) : undefined;
+  if (plan !== undefined && finalResult?.digest !== undefined) {
     const repo = repositoryOf(ib.spec.output.image);
     const platforms = plan.platforms.map((p) => ({
       platform: p,
@@ -279,6 +288,20 @@ export function decide(world: World, opts: DecideOptions): Decision {
     attempts[u.name] = [count + 1, now.getTime()];
     attemptsChanged = true;
     const job = jobOf(ib, plan, u, results, multi);
+    const runsCode = u.stage?.steps.some((s) => s.kind === "run") ?? false;
+    if (job.kind === "stage" && runsCode && u.stage?.base.kind === "scratch") {
+      return finish(
+        fail(
+          {
+            reason: "Unsupported",
+            message: `stage ${u.stageName} starts FROM scratch and has RUN steps: a cluster build runs RUN in the stage's base image, and scratch has no program to run`,
+            stage: u.stageName,
+          },
+          stageStatuses,
+          started,
+        ),
+      );
+    }
     create.push(
       buildPod(
         ib,
@@ -287,7 +310,7 @@ export function decide(world: World, opts: DecideOptions): Decision {
           job,
           stage: u.stageName,
           platform: u.platform,
-          runsCode: u.stage?.steps.some((s) => s.kind === "run") ?? false,
+          runsCode,
         },
         opts.builder,
       ),
@@ -295,7 +318,7 @@ export function decide(world: World, opts: DecideOptions): Decision {
     events.push({
       type: "Normal",
       reason: "Scheduled",
-      message: `Created pod ${u.name} for ${u.kind === "index" ? "the image index" : `stage ${u.stageName}`} (${u.platform})${count > 0 ? `, attempt ${count + 1}` : ""}`,
+      message: `Created pod ${u.name} for ${UNIT_WHAT[u.kind] ?? `stage ${u.stageName}`} (${u.platform})${count > 0 ? `, attempt ${count + 1}` : ""}`,
     });
   }
   if (started !== undefined) {
@@ -310,8 +333,10 @@ export function decide(world: World, opts: DecideOptions): Decision {
       ...(started !== undefined ? { startTime: started } : {}),
     },
     "Unknown",
-    "Building",
-    `Building ${units.filter((u) => results.has(u.name)).length}/${units.length} units`,
+    plan === undefined ? "Planning" : "Building",
+    plan === undefined
+      ? "Compiling the Dockerfile"
+      : `Building ${units.filter((u) => results.has(u.name)).length}/${units.length} units`,
   );
   return {
     status,
@@ -423,9 +448,11 @@ function repositoryOf(image: string): string {
   return colon > name.lastIndexOf("/") ? name.slice(0, colon) : name;
 }
 
+const UNIT_WHAT: Readonly<Record<string, string>> = { index: "the image index", plan: "the build plan" };
+
 function jobOf(
   ib: ImageBuild,
-  plan: BuildPlan,
+  plan: BuildPlan | undefined,
   u: BuildUnit,
   results: ReadonlyMap<string, StageResult>,
   multi: boolean,
@@ -438,6 +465,17 @@ function jobOf(
     tags: out.tags ?? [],
     insecure: out.insecure,
   });
+  const context = { files: ib.spec.source.inline?.files ?? {} };
+  if (u.kind === "plan" || plan === undefined) {
+    return {
+      kind: "plan",
+      dockerfile: ib.spec.dockerfile ?? {},
+      platforms: ib.spec.platforms ?? [],
+      timestamp: ib.spec.timestamp ?? 0,
+      context,
+      push: push(false),
+    };
+  }
   if (u.kind === "index") {
     return {
       kind: "index",
@@ -461,7 +499,7 @@ function jobOf(
     timestamp: plan.timestamp,
     dockerfile: ib.spec.dockerfile !== undefined,
     inputs,
-    context: { files: ib.spec.source.inline?.files ?? {} },
+    context,
     push: push(!multi && u.stageName === plan.target),
   };
 }

@@ -1,27 +1,62 @@
 import type { Failure, ImageBuild } from "../api/image-build.ts";
 import { describeError } from "../errors.ts";
 import { compileLayerSpec } from "../layerspec/compile.ts";
-import type { BuildPlan } from "../plan/plan.ts";
+import { sha256 } from "../oci/digest.ts";
+import { type BuildPlan, BuildPlanSchema } from "../plan/plan.ts";
+
+/** Where a build's plan comes from: compiled here, or by a plan pod (PLANNED_BY_POD). */
+export type PlanOutcome = BuildPlan | { readonly failure: Failure } | typeof PLANNED_BY_POD;
+export const PLANNED_BY_POD = "planned-by-pod";
 
 /**
  * The plan of an ImageBuild, or the reason it has none. Layer specs compile here, purely. A Dockerfile's
- * compiler reads its base images' configs from a registry, which the controller never talks to (it holds no
- * registry credentials), so Dockerfile builds and non-inline sources are refused until a planning pod does
- * that part.
+ * compiler reads its base images' configs from registries, which the controller never talks to (it holds no
+ * registry credentials), so a plan pod compiles it (`kiln stage plan`) and the controller reads the plan from
+ * that pod's output ({@link readPlanOutput}).
  */
-export function compilePlan(ib: ImageBuild): BuildPlan | { readonly failure: Failure } {
+export function compilePlan(ib: ImageBuild): PlanOutcome {
   const spec = ib.spec;
   if (spec.source.inline === undefined) {
     const kind = Object.keys(spec.source)[0] ?? "unknown";
     return unsupported(`a ${kind} source is not supported yet; use source.inline`);
   }
-  if (spec.layers === undefined)
-    return unsupported("Dockerfile builds are not supported by the controller yet; use layers");
+  if (spec.layers === undefined) return PLANNED_BY_POD;
   try {
     return compileLayerSpec({ ...spec.layers, platforms: spec.platforms }, spec.timestamp);
   } catch (err) {
     return { failure: { reason: "InvalidSpec", message: describeError(err) } };
   }
+}
+
+/** The line a plan pod writes its plan on: `{"kilnPlan":<plan>}`. */
+const PLAN_LINE = '{"kilnPlan":';
+
+/**
+ * The plan in a plan pod's output, checked against the digest the pod reported (so a log cut short, or
+ * lines of another writer, never pass for a plan).
+ */
+export function readPlanOutput(log: string, digest: string): BuildPlan | { readonly failure: Failure } {
+  const line = log.split("\n").find((l) => l.startsWith(PLAN_LINE) && l.endsWith("}"));
+  const text = line?.slice(PLAN_LINE.length, -1);
+  if (text === undefined || sha256(text) !== digest) {
+    return {
+      failure: {
+        reason: "InvalidPlan",
+        message: `the plan pod's output holds no plan with digest ${digest}`,
+      },
+    };
+  }
+  const raw: unknown = JSON.parse(text);
+  const parsed = BuildPlanSchema.safeParse(raw);
+  if (!parsed.success)
+    return {
+      failure: {
+        reason: "InvalidPlan",
+        message: `the plan pod's plan is invalid: ${describeError(parsed.error)}`,
+      },
+    };
+  // As written, not as zod re-orders it: config keys keep kiln's order, so digests match local builds.
+  return raw as BuildPlan;
 }
 
 function unsupported(message: string): { readonly failure: Failure } {

@@ -10,7 +10,8 @@ import { Controller, type ControllerOptions } from "./controller.ts";
 const USAGE = `usage: kiln controller --builder-image IMAGE [--kubeconfig FILE] [--namespace NS] [--workers N]
        [--max-builds N] [--max-builds-per-namespace N] [--max-attempts N] [--port PORT]
        [--lease-namespace NS] [--lease-name NAME] [--lease-duration-seconds N] [--no-leader-election]
-       [--service-account NAME] [--image-pull-policy POLICY]`;
+       [--service-account NAME] [--image-pull-policy POLICY]
+       [--registry-mirror FROM=TO]... [--insecure-registry HOST]...`;
 
 const positive = (name: string, v: string | undefined, dflt: number): number => {
   if (v === undefined) return dflt;
@@ -25,7 +26,7 @@ export function parseControllerArgs(args: readonly string[]): {
   kubeconfig?: string;
   options: ControllerOptions;
 } {
-  let v: Record<string, string | boolean | undefined>;
+  let v: Record<string, string | boolean | string[] | undefined>;
   try {
     v = parseArgs({
       args: [...args],
@@ -44,6 +45,9 @@ export function parseControllerArgs(args: readonly string[]): {
         "no-leader-election": { type: "boolean" },
         "service-account": { type: "string" },
         "image-pull-policy": { type: "string" },
+        // Build pods pull bases and push through these; the controller itself never talks to a registry.
+        "registry-mirror": { type: "string", multiple: true },
+        "insecure-registry": { type: "string", multiple: true },
       },
     }).values;
   } catch (err) {
@@ -60,6 +64,8 @@ export function parseControllerArgs(args: readonly string[]): {
       image,
       ...(pullPolicy !== undefined ? { imagePullPolicy: pullPolicy as "Always" } : {}),
       ...(v["service-account"] !== undefined ? { serviceAccountName: v["service-account"] as string } : {}),
+      registryMirrors: (v["registry-mirror"] as string[] | undefined) ?? [],
+      insecureRegistries: (v["insecure-registry"] as string[] | undefined) ?? [],
     },
     ...(v.namespace !== undefined ? { namespace: v.namespace as string } : {}),
     workers: Math.max(1, positive("workers", v.workers as string | undefined, 4)),

@@ -12,7 +12,7 @@ import { createMetrics, type Metrics } from "./metrics.ts";
 import { Label } from "./names.ts";
 import type { BuilderConfig } from "./pod-builder.ts";
 import { WorkQueue } from "./queue.ts";
-import { Expectations, RecentWrites, reconcile } from "./reconcile.ts";
+import { Expectations, Plans, RecentWrites, reconcile } from "./reconcile.ts";
 
 export interface ControllerOptions {
   readonly builder: BuilderConfig;
@@ -46,6 +46,7 @@ export class Controller {
   readonly #admission: Admission;
   readonly #expectations = new Expectations();
   readonly #written = new RecentWrites();
+  readonly #plans = new Plans();
   readonly #podsByOwner = new Map<string, Map<string, V1Pod>>();
   /** ImageBuilds as the API server sent them; reconcile parses the one it looks at. */
   readonly #imageBuilds: Informer<KubernetesObject>;
@@ -147,6 +148,7 @@ export class Controller {
         admission: this.#admission,
         expectations: this.#expectations,
         written: this.#written,
+        plans: this.#plans,
         decide: {
           builder: this.#opts.builder,
           maxAttempts: this.#opts.maxAttempts,

@@ -9,7 +9,7 @@ export const Label = {
   ImageBuild: "kiln.dev/imagebuild",
   /** The metadata.generation the pod builds; pods of another generation are cancelled. */
   Generation: "kiln.dev/generation",
-  /** `stage` or `index`. */
+  /** `plan`, `stage` or `index`. */
   Role: "kiln.dev/role",
 } as const;
 
@@ -60,8 +60,17 @@ export function stagePodName(ib: ImageBuild, stage: string, platform: string): s
 
 /** `<ib>-<hash>-index`: the pod that pushes the image index over the platforms. */
 export function indexPodName(ib: ImageBuild): string {
-  const hash = shortHash(ib.metadata.uid ?? "", String(ib.metadata.generation ?? 0), "index");
-  return `${fragment(ib.metadata.name, MAX_NAME - hash.length - 7)}-${hash}-index`;
+  return buildPodName(ib, "index");
+}
+
+/** `<ib>-<hash>-plan`: the pod that compiles a Dockerfile (it reads base images from registries). */
+export function planPodName(ib: ImageBuild): string {
+  return buildPodName(ib, "plan");
+}
+
+function buildPodName(ib: ImageBuild, role: string): string {
+  const hash = shortHash(ib.metadata.uid ?? "", String(ib.metadata.generation ?? 0), role);
+  return `${fragment(ib.metadata.name, MAX_NAME - hash.length - role.length - 2)}-${hash}-${role}`;
 }
 
 /** A label value (≤ 63, alphanumeric ends) for a name that may be longer. */

@@ -1,11 +1,26 @@
-import type { V1Container, V1OwnerReference, V1Pod, V1Volume, V1VolumeMount } from "@kubernetes/client-node";
+import type {
+  V1Container,
+  V1LocalObjectReference,
+  V1OwnerReference,
+  V1Pod,
+  V1Volume,
+  V1VolumeMount,
+} from "@kubernetes/client-node";
 import { API_GROUP, API_VERSION, IMAGE_BUILD_KIND, type ImageBuild } from "../api/image-build.ts";
-import { JOB_ANNOTATION, type StageJob } from "../api/stage-job.ts";
+import { JOB_ANNOTATION, type StageJob, stageBaseImage } from "../api/stage-job.ts";
+import {
+  CACHE_MOUNTS_MOUNT,
+  RUNTIME_EXECUTOR_ARGV,
+  RUNTIME_MOUNT,
+  SECRETS_MOUNT,
+  WORKSPACE_MOUNT,
+} from "../plan/container-layout.ts";
+
 import { Annotation, Label, labelValue } from "./names.ts";
 
 /** What every build pod shares, from the controller's configuration. */
 export interface BuilderConfig {
-  /** The kiln image the executor and pusher containers run (`kiln stage ...` is its entrypoint's argument). */
+  /** The kiln image (entrypoint `kiln`, runtime at /kiln): it runs `kiln stage ...` and lends stage containers its runtime. */
   readonly image: string;
   readonly imagePullPolicy?: "Always" | "IfNotPresent" | "Never";
   /** ServiceAccount for build pods when the ImageBuild names none. */
@@ -13,21 +28,27 @@ export interface BuilderConfig {
   readonly logLevel?: string;
   /** The builder image's platform: file-only work runs there, whatever platform it builds for. */
   readonly platform?: string;
+  /** `FROM=TO` registry mirrors and plain-HTTP registries, for every pull and push the pods make. */
+  readonly registryMirrors?: readonly string[];
+  readonly insecureRegistries?: readonly string[];
 }
 
 /** Where the containers find things; the volumes below are mounted here. */
 export const PodPath = {
-  Job: "/kiln/job",
-  JobFile: "/kiln/job/job.json",
-  Work: "/kiln/work",
-  PushSecret: "/kiln/push-secret",
-  PushAuthFile: "/kiln/push-secret/config.json",
+  Job: "/kiln-job",
+  JobFile: "/kiln-job/job.json",
+  /** The work volume: the file-only build's output, or the executor's workspace (the same path in every container). */
+  Work: WORKSPACE_MOUNT,
+  PushSecret: "/kiln-push-secret",
+  PushAuthFile: "/kiln-push-secret/config.json",
+  /** The runtime volume, as the init container that fills it sees it. */
+  RuntimeCopy: "/kiln-runtime",
 } as const;
 
 export interface PodUnit {
   readonly name: string;
   readonly job: StageJob;
-  /** The exact stage name and platform; for the index pod, `index` and the first platform. */
+  /** The exact stage name and platform; for the index and plan pods, their role and the first platform. */
   readonly stage: string;
   readonly platform: string;
   /** The work runs programs built for `platform` (RUN), so the pod needs a node of that platform. */
@@ -46,18 +67,23 @@ export function controllerRef(ib: ImageBuild): V1OwnerReference {
 }
 
 /**
- * The pod for one unit of a build (DESIGN decisions 4, 5, 8). A stage pod runs the executor as an init
- * container — it builds the stage into an OCI layout on the shared `work` volume and holds no credentials —
- * then the pusher, the only container that mounts the push secret, uploads the layout and writes the
- * StageResult as its termination message. The index pod is a pusher alone. The job travels in an annotation
- * read through a downward-API volume, so the pod is the only object a build creates.
+ * The pod for one unit of a build (DESIGN decisions 2, 4, 5, 8). Every pod ends with a container that writes
+ * the unit's result as its termination message: the pusher (the only container that mounts the push
+ * secret) or, for a plan, the planner. A file-only stage is built by an init container in the kiln image.
+ * A stage with RUN runs the executor in the stage's own base image (pinned by digest), started from kiln's
+ * runtime, which an init container copies in, over a workspace another init container prepared; the pusher
+ * runs beside it and uploads each layer as it appears. The job travels in an annotation read through a
+ * downward-API volume, so the pod is the only object a build creates.
  */
 export function buildPod(ib: ImageBuild, unit: PodUnit, cfg: BuilderConfig): V1Pod {
   const spec = ib.spec;
+  const job = unit.job;
   // File-only work is the same on any node (DESIGN decision 5); only RUN needs the platform's own nodes.
   const nodePlatform = unit.runsCode ? unit.platform : (cfg.platform ?? "linux/amd64");
   const [os = "linux", arch = "amd64"] = nodePlatform.split("/");
   const secret = spec.output.pushSecretRef;
+  const runs = job.kind === "stage" && unit.runsCode;
+  const buildSecrets = runs ? (spec.secrets ?? []) : [];
   const volumes: V1Volume[] = [
     {
       name: "job",
@@ -74,27 +100,104 @@ export function buildPod(ib: ImageBuild, unit: PodUnit, cfg: BuilderConfig): V1P
           },
         ]
       : []),
+    ...(runs
+      ? [
+          { name: "runtime", emptyDir: {} },
+          { name: "run-cache", emptyDir: {} },
+        ]
+      : []),
+    ...(buildSecrets.length > 0
+      ? [
+          {
+            name: "build-secrets",
+            projected: {
+              sources: buildSecrets.map((s) => ({
+                secret: { name: s.secretRef.name, items: [{ key: s.secretRef.key, path: s.id }] },
+              })),
+            },
+          },
+        ]
+      : []),
   ];
   const jobMount: V1VolumeMount = { name: "job", mountPath: PodPath.Job, readOnly: true };
   const workMount: V1VolumeMount = { name: "work", mountPath: PodPath.Work };
-  const container = (name: string, args: string[], mounts: V1VolumeMount[]): V1Container => ({
+  const registryArgs = [
+    ...(cfg.registryMirrors ?? []).flatMap((m) => ["--registry-mirror", m]),
+    ...(cfg.insecureRegistries ?? []).flatMap((h) => ["--insecure-registry", h]),
+  ];
+  const resources =
+    spec.resources !== undefined ? { resources: spec.resources as V1Container["resources"] } : {};
+  const kiln = (name: string, args: string[], mounts: V1VolumeMount[]): V1Container => ({
     name,
     image: cfg.image,
     ...(cfg.imagePullPolicy !== undefined ? { imagePullPolicy: cfg.imagePullPolicy } : {}),
     args,
     env: [{ name: "LOG_LEVEL", value: cfg.logLevel ?? "info" }],
     volumeMounts: mounts,
-    ...(spec.resources !== undefined ? { resources: spec.resources as V1Container["resources"] } : {}),
+    ...resources,
     terminationMessagePath: "/dev/termination-log",
     terminationMessagePolicy: "File",
   });
-  const pushArgs = ["stage", unit.job.kind === "index" ? "index" : "push", "--job", PodPath.JobFile];
-  if (secret !== undefined) pushArgs.push("--authfile", PodPath.PushAuthFile);
-  const pusherMounts = [
-    jobMount,
-    workMount,
-    ...(secret !== undefined ? [{ name: "push-secret", mountPath: PodPath.PushSecret, readOnly: true }] : []),
+  const stageArgs = (sub: string) => [
+    "stage",
+    sub,
+    "--job",
+    PodPath.JobFile,
+    "--out",
+    PodPath.Work,
+    ...registryArgs,
   ];
+  const withSecret = (args: string[]) =>
+    secret !== undefined ? [...args, "--authfile", PodPath.PushAuthFile] : args;
+  const secretMounts: V1VolumeMount[] =
+    secret !== undefined ? [{ name: "push-secret", mountPath: PodPath.PushSecret, readOnly: true }] : [];
+
+  let initContainers: V1Container[] = [];
+  let containers: V1Container[];
+  if (job.kind === "plan") {
+    containers = [kiln("planner", withSecret(stageArgs("plan")), [jobMount, workMount, ...secretMounts])];
+  } else if (job.kind === "index") {
+    containers = [kiln("pusher", withSecret(stageArgs("index")), [jobMount, workMount, ...secretMounts])];
+  } else if (!runs) {
+    initContainers = [kiln("executor", stageArgs("build"), [jobMount, workMount])];
+    containers = [kiln("pusher", withSecret(stageArgs("push")), [jobMount, workMount, ...secretMounts])];
+  } else {
+    const runtimeMount: V1VolumeMount = { name: "runtime", mountPath: RUNTIME_MOUNT, readOnly: true };
+    initContainers = [
+      {
+        ...kiln("runtime", [], [{ name: "runtime", mountPath: PodPath.RuntimeCopy }]),
+        command: ["cp", "-a", `${RUNTIME_MOUNT}/.`, `${PodPath.RuntimeCopy}/`],
+      },
+      kiln("prepare", stageArgs("prepare"), [jobMount, workMount]),
+    ];
+    containers = [
+      {
+        name: "executor",
+        image: stageBaseImage(job),
+        command: [...RUNTIME_EXECUTOR_ARGV, "--workspace", PodPath.Work],
+        args: [],
+        env: [
+          { name: "LOG_LEVEL", value: cfg.logLevel ?? "info" },
+          { name: "TMPDIR", value: `${PodPath.Work}/tmp` },
+        ],
+        // Root in the container and the mount namespace kiln-run needs to give each RUN its mounts; the
+        // step itself runs as the Dockerfile's USER. No credentials are mounted here.
+        securityContext: { runAsUser: 0, runAsGroup: 0, capabilities: { add: ["SYS_ADMIN"] } },
+        volumeMounts: [
+          runtimeMount,
+          workMount,
+          { name: "run-cache", mountPath: CACHE_MOUNTS_MOUNT },
+          ...(buildSecrets.length > 0
+            ? [{ name: "build-secrets", mountPath: SECRETS_MOUNT, readOnly: true }]
+            : []),
+        ],
+        ...resources,
+        terminationMessagePath: "/dev/termination-log",
+        terminationMessagePolicy: "File",
+      },
+      kiln("pusher", withSecret(stageArgs("push")), [jobMount, workMount, ...secretMounts]),
+    ];
+  }
   const serviceAccountName = spec.serviceAccountName ?? cfg.serviceAccountName;
   return {
     apiVersion: "v1",
@@ -106,12 +209,12 @@ export function buildPod(ib: ImageBuild, unit: PodUnit, cfg: BuilderConfig): V1P
         [Label.ImageBuildUid]: ib.metadata.uid ?? "",
         [Label.ImageBuild]: labelValue(ib.metadata.name),
         [Label.Generation]: String(ib.metadata.generation ?? 0),
-        [Label.Role]: unit.job.kind,
+        [Label.Role]: job.kind,
       },
       annotations: {
         [Annotation.Stage]: unit.stage,
         [Annotation.Platform]: unit.platform,
-        [JOB_ANNOTATION]: JSON.stringify(unit.job),
+        [JOB_ANNOTATION]: JSON.stringify(job),
       },
       ownerReferences: [controllerRef(ib)],
     },
@@ -122,26 +225,24 @@ export function buildPod(ib: ImageBuild, unit: PodUnit, cfg: BuilderConfig): V1P
       ...(serviceAccountName !== undefined ? { serviceAccountName } : {}),
       nodeSelector: { ...spec.nodeSelector, "kubernetes.io/os": os, "kubernetes.io/arch": arch },
       ...(spec.tolerations !== undefined ? { tolerations: spec.tolerations } : {}),
-      ...(spec.pullSecretRefs !== undefined ? { imagePullSecrets: spec.pullSecretRefs } : {}),
+      ...(imagePullSecrets(spec, runs) ?? {}),
       volumes,
-      ...(unit.job.kind === "stage"
-        ? {
-            initContainers: [
-              container(
-                "executor",
-                ["stage", "build", "--job", PodPath.JobFile, "--out", PodPath.Work],
-                [jobMount, workMount],
-              ),
-            ],
-          }
-        : {}),
-      containers: [
-        container(
-          "pusher",
-          [...pushArgs, ...(unit.job.kind === "stage" ? ["--out", PodPath.Work] : [])],
-          pusherMounts,
-        ),
-      ],
+      ...(initContainers.length > 0 ? { initContainers } : {}),
+      containers,
     },
   };
+}
+
+/**
+ * The pull secrets the kubelet uses: the ImageBuild's, and for a stage container whose base is an earlier
+ * stage in the output repository, the push secret too (the kubelet reads it; no container does).
+ */
+function imagePullSecrets(
+  spec: ImageBuild["spec"],
+  runs: boolean,
+): { imagePullSecrets: V1LocalObjectReference[] } | undefined {
+  const refs = [...(spec.pullSecretRefs ?? [])];
+  const push = spec.output.pushSecretRef;
+  if (runs && push !== undefined && !refs.some((r) => r.name === push.name)) refs.push({ name: push.name });
+  return refs.length > 0 ? { imagePullSecrets: refs } : undefined;
 }

@@ -26,6 +26,9 @@ export type PodState =
       readonly completionTime: string | undefined;
     };
 
+/** The containers whose termination message is the pod's result: the pusher, or a plan pod's planner. */
+const RESULT_CONTAINERS: ReadonlySet<string> = new Set(["pusher", "planner"]);
+
 /** StageResult failure reasons the pods write for errors that may pass when repeated. */
 export const TRANSIENT_REASONS: ReadonlySet<string> = new Set(["RegistryUnavailable"]);
 /** Pod status reasons the kubelet and the node lifecycle give pods they stopped for their own reasons. */
@@ -53,8 +56,8 @@ export function podState(pod: V1Pod): PodState {
     DISRUPTED_POD_REASONS.has(status.reason ?? "") ||
     (status.conditions ?? []).some((c) => c.type === "DisruptionTarget" && c.status === "True");
   if (status.phase === "Succeeded") {
-    const pusher = (status.containerStatuses ?? []).find((c) => c.name === "pusher");
-    const message = pusher?.state?.terminated?.message;
+    const reporter = (status.containerStatuses ?? []).find((c) => RESULT_CONTAINERS.has(c.name));
+    const message = reporter?.state?.terminated?.message;
     const result = message !== undefined ? tryParse(message) : undefined;
     if (result?.digest !== undefined)
       return { kind: "succeeded", result, startTime, completionTime: finishedAt };
@@ -62,10 +65,10 @@ export function podState(pod: V1Pod): PodState {
       kind: "failed",
       failure: {
         reason: "InvalidResult",
-        message: `the pusher ended without a stage result: ${message ?? "(none)"}`,
+        message: `the ${reporter?.name ?? "pusher"} ended without a result: ${message ?? "(none)"}`,
       },
       transient: false,
-      container: "pusher",
+      container: reporter?.name ?? "pusher",
       result: undefined,
       startTime,
       completionTime: finishedAt,
@@ -77,11 +80,18 @@ export function podState(pod: V1Pod): PodState {
       return failed({ reason: "PodDeleted", message: `pod ${pod.metadata.name} was deleted` }, true);
     return { kind: "running", startTime };
   }
-  const broken = containers.find((c) => (c.state?.terminated?.exitCode ?? 0) !== 0);
-  const message = broken?.state?.terminated?.message;
-  const result = message !== undefined ? tryParse(message) : undefined;
-  if (result?.failure !== undefined)
-    return failed(result.failure, TRANSIENT_REASONS.has(result.failure.reason), broken, result);
+  const failedContainers = containers.filter((c) => (c.state?.terminated?.exitCode ?? 0) !== 0);
+  // The result a container wrote says most (a stage's executor fails first; its pusher tells why, with the
+  // line), but the executor's own log is the one with the failing step's output.
+  const reported = failedContainers
+    .map((c) => ({ c, result: tryParse(c.state?.terminated?.message ?? "") }))
+    .find((r) => r.result?.failure !== undefined);
+  const broken = failedContainers[0];
+  if (reported?.result?.failure !== undefined) {
+    const logOf = failedContainers.find((c) => c.name === "executor") ?? reported.c;
+    const { failure } = reported.result;
+    return failed(failure, TRANSIENT_REASONS.has(failure.reason), logOf, reported.result);
+  }
   if (disrupted || broken === undefined) {
     const why = status.message ?? status.reason ?? "the pod failed without a container failing";
     return failed({ reason: status.reason ?? "PodFailed", message: why }, true);

@@ -1,5 +1,5 @@
 import type { V1Pod } from "@kubernetes/client-node";
-import { type ImageBuild, ImageBuildSchema, Phase } from "../api/image-build.ts";
+import { type Failure, type ImageBuild, ImageBuildSchema, Phase } from "../api/image-build.ts";
 import { isConflict, type KubeClient } from "../kube/client.ts";
 import {
   createPod,
@@ -11,11 +11,12 @@ import {
   writeStatus,
 } from "../kube/resources.ts";
 import type { Logger } from "../log.ts";
+import type { BuildPlan } from "../plan/plan.ts";
 import type { Admission } from "./admission.ts";
 import { type Attempts, type DecideOptions, decide, isFinished } from "./build-decision.ts";
-import { compilePlan } from "./compile-plan.ts";
+import { compilePlan, PLANNED_BY_POD, readPlanOutput } from "./compile-plan.ts";
 import type { Metrics } from "./metrics.ts";
-import { Annotation, FINALIZER, Label } from "./names.ts";
+import { Annotation, FINALIZER, Label, planPodName } from "./names.ts";
 import { podState } from "./pod-state.ts";
 
 export type Request = { readonly namespace: string; readonly name: string };
@@ -85,6 +86,27 @@ export class RecentWrites {
   }
 }
 
+/**
+ * Plans read from plan pods, by ImageBuild uid, for the generation they were compiled for: a plan pod's
+ * output is read once, not on every reconcile of the build it plans.
+ */
+export class Plans {
+  readonly #byUid = new Map<string, { generation: number; plan: BuildPlan | { failure: Failure } }>();
+
+  get(uid: string, generation: number): BuildPlan | { failure: Failure } | undefined {
+    const memo = this.#byUid.get(uid);
+    return memo?.generation === generation ? memo.plan : undefined;
+  }
+
+  set(uid: string, generation: number, plan: BuildPlan | { failure: Failure }): void {
+    this.#byUid.set(uid, { generation, plan });
+  }
+
+  forget(uid: string): void {
+    this.#byUid.delete(uid);
+  }
+}
+
 export interface ReconcileDeps {
   readonly client: KubeClient;
   /** The ImageBuild informer's cache: objects as the API server sent them, parsed here. */
@@ -94,6 +116,7 @@ export interface ReconcileDeps {
   readonly admission: Admission;
   readonly expectations: Expectations;
   readonly written: RecentWrites;
+  readonly plans: Plans;
   readonly decide: DecideOptions;
   readonly events: EventSource;
   readonly metrics: Metrics;
@@ -123,6 +146,7 @@ export async function reconcile(req: Request, deps: ReconcileDeps): Promise<Resu
 
   if (ib.metadata.deletionTimestamp !== undefined) {
     deps.written.forget(uid);
+    deps.plans.forget(uid);
     await Promise.all(
       allPods
         .filter((p) => p.metadata?.deletionTimestamp === undefined)
@@ -144,10 +168,15 @@ export async function reconcile(req: Request, deps: ReconcileDeps): Promise<Resu
   }
   if (isFinished(ib.status, generation)) {
     const running = [...current.values()].filter((p) => podState(p).kind === "running");
-    if (stale.length === 0 && running.length === 0) return { wake: deps.admission.release(key) };
+    if (stale.length === 0 && running.length === 0) {
+      deps.plans.forget(uid);
+      return { wake: deps.admission.release(key) };
+    }
   }
 
-  const plan = compilePlan(ib);
+  const compiled = compilePlan(ib);
+  const plan =
+    compiled === PLANNED_BY_POD ? await plannedByPod(ib, current.get(planPodName(ib)), deps) : compiled;
   const running = [...current.values()].some((p) => podState(p).kind === "running");
   const admitted = deps.admission.admit(key, namespace, running || current.size > 0);
   const logs = new Map<string, string>();
@@ -228,6 +257,30 @@ export async function reconcile(req: Request, deps: ReconcileDeps): Promise<Resu
   }
   if (phase === Phase.Pending) return { requeueAfterMs: QUEUED_RECHECK_MS };
   return decision.requeueAfterMs !== undefined ? { requeueAfterMs: decision.requeueAfterMs } : {};
+}
+
+/** The plan the build's plan pod wrote, once it succeeded; read from its log once per generation. */
+async function plannedByPod(
+  ib: ImageBuild,
+  pod: V1Pod | undefined,
+  deps: ReconcileDeps,
+): Promise<BuildPlan | { failure: Failure } | undefined> {
+  const uid = ib.metadata.uid ?? "";
+  const generation = ib.metadata.generation ?? 0;
+  const known = deps.plans.get(uid, generation);
+  if (known !== undefined || pod === undefined) return known;
+  const state = podState(pod);
+  if (state.kind !== "succeeded" || state.result.digest === undefined) return undefined;
+  const log = await readPodLog(
+    deps.client,
+    pod.metadata?.namespace ?? "",
+    pod.metadata?.name ?? "",
+    "planner",
+    {},
+  );
+  const plan = readPlanOutput(log, state.result.digest);
+  deps.plans.set(uid, generation, plan);
+  return plan;
 }
 
 function recordFinished(

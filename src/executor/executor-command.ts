@@ -2,8 +2,9 @@ import fs from "node:fs";
 import { parseArgs } from "node:util";
 import { describeError, InvalidInputError } from "../errors.ts";
 import type { Logger } from "../log.ts";
+import { WORKSPACE_MOUNT } from "../plan/container-layout.ts";
 import { executeStage } from "./stage-executor.ts";
-import { type ExecutorJob, ExecutorJobSchema, jobFile, validated, WORKSPACE_MOUNT } from "./workspace.ts";
+import { type ExecutorJob, ExecutorJobSchema, heartbeatFile, jobFile, validated } from "./workspace.ts";
 
 /**
  * `kiln executor [--workspace DIR]`: runs the job in the workspace over the root it runs in, as the stage
@@ -30,6 +31,9 @@ export async function runExecutorCommand(args: readonly string[], log: Logger): 
     });
   }
   const pending = new Map<string, string>();
+  const beat = () => fs.writeFileSync(heartbeatFile(workspace), "");
+  beat();
+  const heartbeat = setInterval(beat, 5_000);
   try {
     await executeStage(job, {
       workspace,
@@ -55,5 +59,7 @@ export async function runExecutorCommand(args: readonly string[], log: Logger): 
   } catch {
     // The failed event describes it; whoever started the executor reports it once, with its line.
     return 1;
+  } finally {
+    clearInterval(heartbeat);
   }
 }

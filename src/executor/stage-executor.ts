@@ -6,6 +6,12 @@ import type { Layer } from "../oci/image.ts";
 import { applyLayer } from "../oci/layer-apply.ts";
 import type { LayerEntry } from "../oci/layer-entry.ts";
 import { writeLayer } from "../oci/layer-writer.ts";
+import {
+  CACHE_MOUNTS_MOUNT,
+  RUNTIME_MOUNT,
+  SECRETS_MOUNT,
+  WORKSPACE_MOUNT,
+} from "../plan/container-layout.ts";
 import type { CopyFrom } from "../plan/plan.ts";
 import { BuildContext } from "./context.ts";
 import { buildStage, type RunLayer, type StepOutcome } from "./file-stage.ts";
@@ -14,7 +20,6 @@ import { diffSnapshots, mountPointsBelow, type Snapshot, takeSnapshot } from "./
 import { runStepProcess, StepProcessError } from "./step-process.ts";
 import {
   appendEvent,
-  CACHE_MOUNTS_MOUNT,
   cachedLayerFile,
   contextDir,
   type ExecutorJob,
@@ -22,12 +27,9 @@ import {
   layerOf,
   layerRef,
   layersDir,
-  SECRETS_MOUNT,
-  WORKSPACE_MOUNT,
 } from "./workspace.ts";
 
-/** Where kiln's runtime is in the stage container; this file is its src/executor/. */
-export const RUNTIME_MOUNT = "/kiln";
+/** kiln's runtime this file runs from (its src/executor/). */
 const RUNTIME_DIR = path.resolve(import.meta.dirname, "..", "..");
 
 export interface ExecuteStageOptions {

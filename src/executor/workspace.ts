@@ -14,11 +14,6 @@ import { StageSchema } from "../plan/plan.ts";
  * next step runs, then the stage's config or its failure. Cached layers the pusher found are in `cache/`.
  */
 
-/** Where the workspace, the secrets and the persistent `RUN --mount=type=cache` folders are in the container. */
-export const WORKSPACE_MOUNT = "/kiln-workspace";
-export const SECRETS_MOUNT = "/kiln-secrets";
-export const CACHE_MOUNTS_MOUNT = "/kiln-cache";
-
 export const ExecutorJobSchema = z.object({
   /** The steps still to do; the ones before ran elsewhere (their layers are in the root already). */
   stage: StageSchema,
@@ -81,6 +76,11 @@ export function jobFile(workspace: string): string {
 
 export function eventsFile(workspace: string): string {
   return path.join(workspace, "events.jsonl");
+}
+
+/** Touched by the executor every few seconds while it lives, so the pusher can tell a dead one from a slow step. */
+export function heartbeatFile(workspace: string): string {
+  return path.join(workspace, "heartbeat");
 }
 
 export function layersDir(workspace: string): string {

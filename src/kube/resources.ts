@@ -87,10 +87,14 @@ export async function readPodLog(
   namespace: string,
   name: string,
   container: string,
-  tailLines = 20,
+  limits: { readonly tailLines?: number; readonly limitBytes?: number } = { tailLines: 20, limitBytes: 4096 },
 ): Promise<string> {
   return client.request<string>("GET", `${podsPath(namespace)}/${name}/log`, {
-    query: { container, tailLines: String(tailLines), limitBytes: "4096" },
+    query: {
+      container,
+      ...(limits.tailLines !== undefined ? { tailLines: String(limits.tailLines) } : {}),
+      ...(limits.limitBytes !== undefined ? { limitBytes: String(limits.limitBytes) } : {}),
+    },
     text: true,
   });
 }

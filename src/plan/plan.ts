@@ -152,6 +152,21 @@ export const StageSchema = z.object({
 });
 export type Stage = z.infer<typeof StageSchema>;
 
+/** The stages and images a stage's steps read from (COPY --from, RUN --mount=type=bind,from=). */
+export function stageSources(stage: Stage): Extract<CopyFrom, { kind: "stage" | "image" }>[] {
+  const out: Extract<CopyFrom, { kind: "stage" | "image" }>[] = [];
+  for (const step of stage.steps) {
+    const froms =
+      step.kind === "copy"
+        ? step.ops.map((op) => op.from)
+        : step.kind === "run"
+          ? step.mounts.flatMap((m) => (m.type === "bind" && m.from !== undefined ? [m.from] : []))
+          : [];
+    for (const f of froms) if (f.kind === "stage" || f.kind === "image") out.push(f);
+  }
+  return out;
+}
+
 export const BuildPlanSchema = z.object({
   stages: z.array(StageSchema).min(1),
   /** The stage whose image is the build's result. */

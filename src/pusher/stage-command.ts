@@ -1,7 +1,9 @@
-import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { existsSync, statSync } from "node:fs";
+import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { parseArgs } from "node:util";
-import { type StageJob, StageJobSchema } from "../api/stage-job.ts";
+import { DEFAULT_DOCKERFILE } from "../api/image-build.ts";
+import { type StageJob, StageJobSchema, stageBaseImage } from "../api/stage-job.ts";
 import {
   encodeStageResult,
   type StageFailure,
@@ -10,20 +12,34 @@ import {
 } from "../api/stage-result.ts";
 import { fileLayerWriter } from "../build/layer-writer.ts";
 import { scratchImage } from "../build/local-build.ts";
+import { compileDockerfile } from "../dockerfile/compile.ts";
 import { DockerfileError, describeError, InvalidInputError, isTemporary, NotFoundError } from "../errors.ts";
 import { BuildContext } from "../executor/context.ts";
 import { buildFileOnlyStage } from "../executor/file-stage.ts";
 import { ImageRoots } from "../executor/image-rootfs.ts";
+import {
+  contextDir,
+  type ExecutorJob,
+  ExecutorJobSchema,
+  heartbeatFile,
+  jobFile,
+} from "../executor/workspace.ts";
 import type { Logger } from "../log.ts";
-import type { Image } from "../oci/image.ts";
+import { sha256 } from "../oci/digest.ts";
+import { configBlob, type Image } from "../oci/image.ts";
 import { resolveImage, writeImage } from "../oci/layout.ts";
 import type { ImageIndex } from "../oci/manifest.ts";
 import { MediaType } from "../oci/media-type.ts";
 import { parsePlatform } from "../oci/platform.ts";
-import { parseReference, type Reference } from "../oci/reference.ts";
+import { formatReference, parseReference, type Reference, withDigest } from "../oci/reference.ts";
+import { stageCacheKey } from "../plan/cache-key.ts";
+import { WORKSPACE_MOUNT } from "../plan/container-layout.ts";
+import { stageSources } from "../plan/plan.ts";
 import { createRegistryClient, type RegistryClient } from "../registry/client.ts";
+import { parseMirrors } from "../registry/mirrors.ts";
 import { pullImage } from "../registry/pull.ts";
 import { pushImage, putIndex } from "../registry/push.ts";
+import { followExecutor } from "./executor-events.ts";
 
 /**
  * `kiln stage build|push|index`: what runs inside a build pod. `build` (the executor, no credentials) turns
@@ -33,13 +49,24 @@ import { pushImage, putIndex } from "../registry/push.ts";
  */
 
 const LAYOUT_REF = "stage";
+const FAILURE_REASON: Readonly<Record<string, string>> = {
+  build: "StepFailed",
+  prepare: "StepFailed",
+  plan: "InvalidDockerfile",
+};
+/** An executor whose heartbeat is this old has died (OOM-killed, its node lost) without a word. */
+const EXECUTOR_SILENCE_MS = 60_000;
 const STEPS_FILE = "steps.json";
 
 interface StageOptions {
   readonly job: StageJob;
+  /** The pod's shared work volume (the executor's workspace in stages with RUN). */
   readonly out: string;
   readonly authfile: string | undefined;
   readonly terminationLog: string;
+  /** `--registry-mirror FROM=TO` and `--insecure-registry HOST`, as the CLI takes them. */
+  readonly mirrors: readonly string[];
+  readonly insecure: readonly string[];
 }
 
 export async function runStageCommand(args: readonly string[], log: Logger): Promise<number> {
@@ -52,20 +79,29 @@ export async function runStageCommand(args: readonly string[], log: Logger): Pro
       case "build":
         await buildStage(opts, log);
         break;
+      case "prepare":
+        await prepareRunStage(opts, log);
+        break;
       case "push":
-        result = await pushStage(opts, log);
+        result = existsSync(jobFile(opts.out)) ? await pushRunStage(opts, log) : await pushStage(opts, log);
+        break;
+      case "plan":
+        result = await planBuild(opts, log);
         break;
       case "index":
         result = await pushStageIndex(opts, log);
         break;
       default:
         throw new InvalidInputError(
-          `usage: kiln stage build|push|index --job FILE [--out DIR] [--authfile FILE]`,
+          `usage: kiln stage build|prepare|push|plan|index --job FILE [--out DIR] [--authfile FILE] [--registry-mirror FROM=TO]... [--insecure-registry HOST]...`,
         );
     }
   } catch (err) {
     log.error({ err }, `Stage ${sub} failed`);
-    const failure = failureOf(err, sub === "build" ? "StepFailed" : "PushFailed");
+    // A step the executor beside the pusher failed is the step's failure, not the push's.
+    const reason =
+      sub !== "plan" && err instanceof DockerfileError ? "StepFailed" : FAILURE_REASON[sub ?? ""];
+    const failure = failureOf(err, reason ?? "PushFailed");
     await writeFile(opts.terminationLog, encodeStageResult({ steps: [], failure }));
     return 1;
   }
@@ -76,7 +112,14 @@ export async function runStageCommand(args: readonly string[], log: Logger): Pro
 }
 
 async function parseStageOptions(args: readonly string[]): Promise<StageOptions> {
-  let values: { job?: string; out?: string; authfile?: string; "termination-log"?: string };
+  let values: {
+    job?: string;
+    out?: string;
+    authfile?: string;
+    "termination-log"?: string;
+    "registry-mirror"?: string[];
+    "insecure-registry"?: string[];
+  };
   try {
     values = parseArgs({
       args: [...args],
@@ -85,6 +128,8 @@ async function parseStageOptions(args: readonly string[]): Promise<StageOptions>
         out: { type: "string" },
         authfile: { type: "string" },
         "termination-log": { type: "string" },
+        "registry-mirror": { type: "string", multiple: true },
+        "insecure-registry": { type: "string", multiple: true },
       },
     }).values;
   } catch (err) {
@@ -101,9 +146,11 @@ async function parseStageOptions(args: readonly string[]): Promise<StageOptions>
   }
   return {
     job,
-    out: values.out ?? "/kiln/work",
+    out: values.out ?? WORKSPACE_MOUNT,
     authfile: values.authfile,
     terminationLog: values["termination-log"] ?? "/dev/termination-log",
+    mirrors: values["registry-mirror"] ?? [],
+    insecure: values["insecure-registry"] ?? [],
   };
 }
 
@@ -125,7 +172,8 @@ function registryHosts(job: StageJob): string[] {
 
 function client(job: StageJob, opts: StageOptions, log: Logger): Promise<RegistryClient> {
   return createRegistryClient({
-    insecure: registryHosts(job),
+    insecure: [...opts.insecure, ...registryHosts(job)],
+    mirrors: parseMirrors(opts.mirrors),
     ...(opts.authfile !== undefined ? { authfile: opts.authfile } : {}),
     logger: log,
   });
@@ -135,30 +183,11 @@ async function buildStage(opts: StageOptions, log: Logger): Promise<void> {
   const job = opts.job;
   if (job.kind !== "stage") throw new InvalidInputError("kiln stage build needs a stage job");
   const { stage } = job;
-  const platform = parsePlatform(stage.platform);
   const contextDir = join(opts.out, "context");
   await writeContext(contextDir, job.context.files);
-  // Pulls here use no credentials: bases and earlier stages must be readable without the push secret.
-  const reg = await client(job, { ...opts, authfile: undefined }, log);
-  const blobDir = join(opts.out, "blobs");
-  const pulled = new Map<string, Promise<Image>>();
-  const pull = (ref: string): Promise<Image> => {
-    let p = pulled.get(ref);
-    if (p === undefined) {
-      p = pullImage(parseReference(ref), reg, { platform, blobDir });
-      pulled.set(ref, p);
-    }
-    return p;
-  };
-  const stageImage = (name: string): Promise<Image> => {
-    const ref = job.inputs[name];
-    if (ref === undefined) throw new NotFoundError(`stage ${name} has no image in the job's inputs`);
-    return pull(ref);
-  };
-  const base =
-    stage.base.kind === "scratch"
-      ? scratchImage(platform)
-      : await (stage.base.kind === "image" ? pull(stage.base.image) : stageImage(stage.base.stage));
+  const images = await stageImages(job, opts, log);
+  const base = await images.base();
+  const { pull, stageImage } = images;
   const roots = new ImageRoots(join(opts.out, "roots"));
   const writer = fileLayerWriter(join(opts.out, "layers"), job.timestamp);
   const layerTimes: number[] = [];
@@ -196,6 +225,189 @@ async function buildStage(opts: StageOptions, log: Logger): Promise<void> {
     );
   } finally {
     await roots.close();
+  }
+}
+
+type StageJobOf<K extends StageJob["kind"]> = Extract<StageJob, { kind: K }>;
+
+/**
+ * The images a stage job reads — its base and the stages and images it copies from — pulled for its
+ * platform. Pulls here use no credentials: bases and earlier stages must be readable without the push
+ * secret, which only the pusher holds.
+ */
+async function stageImages(job: StageJobOf<"stage">, opts: StageOptions, log: Logger) {
+  const platform = parsePlatform(job.stage.platform);
+  const reg = await client(job, { ...opts, authfile: undefined }, log);
+  const blobDir = join(opts.out, "blobs");
+  const pulled = new Map<string, Promise<Image>>();
+  const pull = (ref: string): Promise<Image> => {
+    let p = pulled.get(ref);
+    if (p === undefined) {
+      p = pullImage(parseReference(ref), reg, { platform, blobDir });
+      pulled.set(ref, p);
+    }
+    return p;
+  };
+  const stageImage = (name: string): Promise<Image> => {
+    const ref = job.inputs[name];
+    if (ref === undefined) throw new NotFoundError(`stage ${name} has no image in the job's inputs`);
+    return pull(ref);
+  };
+  const { base } = job.stage;
+  return {
+    pull,
+    stageImage,
+    base: (): Promise<Image> =>
+      base.kind === "scratch"
+        ? Promise.resolve(scratchImage(platform))
+        : base.kind === "image"
+          ? pull(base.image)
+          : stageImage(base.stage),
+  };
+}
+
+/**
+ * `kiln stage prepare` (an init container without credentials, before the executor starts in the stage's
+ * base image): writes the executor's job, the context and the unpacked roots of the stages and images the
+ * steps copy or bind-mount from into the workspace.
+ */
+async function prepareRunStage(opts: StageOptions, log: Logger): Promise<void> {
+  const job = opts.job;
+  if (job.kind !== "stage") throw new InvalidInputError("kiln stage prepare needs a stage job");
+  stageBaseImage(job);
+  const workspace = opts.out;
+  await writeContext(contextDir(workspace), job.context.files);
+  await mkdir(join(workspace, "tmp"), { recursive: true, mode: 0o1777 });
+  const images = await stageImages(job, opts, log);
+  const base = await images.base();
+  const roots = new ImageRoots(join(workspace, "roots"));
+  const sources: Record<string, string> = {};
+  for (const from of stageSources(job.stage)) {
+    const key = from.kind === "stage" ? `stage:${from.stage}` : `image:${from.image}`;
+    if (sources[key] !== undefined) continue;
+    const image = from.kind === "stage" ? await images.stageImage(from.stage) : await images.pull(from.image);
+    sources[key] = (await roots.root(key, image)).root;
+  }
+  // The base's own layers are the container's root already; only its config and its blobs' cache go.
+  await rm(join(workspace, "blobs"), { recursive: true, force: true });
+  const executorJob: ExecutorJob = {
+    stage: job.stage,
+    baseConfig: base.config,
+    cacheKey: stageCacheKey(configBlob(base).digest),
+    timestamp: job.timestamp,
+    dockerfile: job.dockerfile,
+    sources,
+  };
+  await writeFile(jobFile(workspace), JSON.stringify(executorJob));
+  log.info({ sources: Object.keys(sources) }, "Prepared the workspace");
+}
+
+/**
+ * `kiln stage push` beside an executor: uploads each layer as the executor announces it, then the config and
+ * manifest on top of the base's layers (mounted, not copied, when the registry has them).
+ */
+async function pushRunStage(opts: StageOptions, log: Logger): Promise<StageResult> {
+  const job = opts.job;
+  if (job.kind !== "stage") throw new InvalidInputError("kiln stage push needs a stage job");
+  const workspace = opts.out;
+  const executorJob = ExecutorJobSchema.parse(JSON.parse(await readFile(jobFile(workspace), "utf8")));
+  const reg = await client(job, opts, log);
+  const baseRef = parseReference(stageBaseImage(job));
+  const base = await pullImage(baseRef, reg, {
+    platform: parsePlatform(job.stage.platform),
+    blobDir: join(workspace, "pusher-blobs"),
+    lazyLayers: true,
+  });
+  const target = targetOf(job);
+  const repo = { registry: target.registry, repository: target.repository };
+  const steps: StepResult[] = [];
+  const image = await followExecutor(workspace, executorJob, base, {
+    onStep: async (e, layer) => {
+      steps.push({
+        ...(e.line !== undefined ? { line: e.line } : {}),
+        cached: e.cached,
+        ms: e.ms,
+        ...(layer !== undefined ? { digest: layer.digest, size: layer.size } : {}),
+      });
+      if (layer !== undefined && !(await reg.hasBlob(repo, layer.digest))) await reg.uploadBlob(repo, layer);
+    },
+    stopped: () => executorSilent(workspace),
+    log,
+    pollMs: 100,
+  });
+  const sameRegistry = baseRef.registry === target.registry ? baseRef.repository : undefined;
+  const d = await pushImage(image, target, reg, {
+    tags: job.push.tagged ? job.push.tags : [],
+    ...(sameRegistry !== undefined ? { mountFrom: sameRegistry } : {}),
+  });
+  log.info({ digest: d.digest, uploaded: reg.stats }, "Pushed stage");
+  return { digest: d.digest, steps };
+}
+
+function executorSilent(workspace: string): boolean {
+  try {
+    return Date.now() - statSync(heartbeatFile(workspace)).mtimeMs > EXECUTOR_SILENCE_MS;
+  } catch {
+    return false; // not started yet: its image may still be pulling
+  }
+}
+
+/**
+ * `kiln stage plan`: compiles the build's Dockerfile, reading its base images' configs from their
+ * registries, with every base pinned by digest so each stage pod runs on exactly what was planned. The plan
+ * goes to stdout as one line `{"kilnPlan":…}` (the controller reads it from the pod's log: a plan outgrows a
+ * termination message), and its digest is the result, so the controller can tell a whole plan from a cut one.
+ */
+async function planBuild(opts: StageOptions, log: Logger): Promise<StageResult> {
+  const job = opts.job;
+  if (job.kind !== "plan") throw new InvalidInputError("kiln stage plan needs a plan job");
+  const dir = contextDir(opts.out);
+  await writeContext(dir, job.context.files);
+  const text =
+    job.dockerfile.inline ?? (await readDockerfile(dir, job.dockerfile.path ?? DEFAULT_DOCKERFILE));
+  const reg = await client(job, opts, log);
+  const pinned = new Map<string, string>();
+  const blobDir = join(opts.out, "blobs");
+  const plan = await compileDockerfile(text, {
+    buildArgs: job.dockerfile.buildArgs ?? {},
+    ...(job.dockerfile.target !== undefined ? { target: job.dockerfile.target } : {}),
+    platforms: job.platforms,
+    buildPlatform: "linux/amd64",
+    timestamp: job.timestamp,
+    resolveImageConfig: async (image, platform) => {
+      const ref = parseReference(image);
+      const pulled = await pullImage(ref, reg, {
+        platform: parsePlatform(platform),
+        blobDir,
+        lazyLayers: true,
+      });
+      pinned.set(`${image} ${platform}`, formatReference(withDigest(ref, pulled.manifest.digest)));
+      return pulled.config;
+    },
+  });
+  const pin = (image: string, platform: string) => pinned.get(`${image} ${platform}`) ?? image;
+  const stages = plan.stages.map((stage) => ({
+    ...stage,
+    base:
+      stage.base.kind === "image"
+        ? { kind: "image" as const, image: pin(stage.base.image, stage.platform) }
+        : stage.base,
+  }));
+  const planText = JSON.stringify({ ...plan, stages });
+  process.stdout.write(`{"kilnPlan":${planText}}\n`);
+  const digest = sha256(planText);
+  log.info({ stages: stages.length, digest }, "Planned the build");
+  return { digest, steps: [] };
+}
+
+async function readDockerfile(dir: string, path: string): Promise<string> {
+  try {
+    // The API admits only relative paths without `..`; the context's own symlinks stay inside it.
+    return await readFile(join(dir, path), "utf8");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT")
+      throw new NotFoundError(`the build context has no Dockerfile at ${path}`, { cause: err });
+    throw err;
   }
 }
 

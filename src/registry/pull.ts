@@ -2,7 +2,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
 import { mkdir, rename, stat, unlink } from "node:fs/promises";
 import { join } from "node:path";
-import { Transform } from "node:stream";
+import { PassThrough, type Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { DigestMismatchError, describeIssues, KilnError } from "../errors.ts";
 import type { Descriptor } from "../oci/descriptor.ts";
@@ -27,6 +27,11 @@ export interface PullOptions {
    * and a pod may no longer hold registry credentials when it does.
    */
   readonly blobDir: string;
+  /**
+   * Fetch layers only when they are opened, not before returning: for pushing on top of a base (the registry
+   * usually has its layers, or mounts them) and for reading a base's config.
+   */
+  readonly lazyLayers?: boolean;
 }
 
 /** A layer pulled from a registry remembers where it came from, so a push there can mount it. */
@@ -84,7 +89,7 @@ export async function pullImage(
   }
   const source = { registry: ref.registry, repository: ref.repository };
   const layers = await mapLimit(manifest.layers, reg.concurrency, async (d, i): Promise<PulledLayer> => {
-    const path = await fetchToCache(reg, ref, d, options.blobDir);
+    const path = options.lazyLayers ? undefined : await fetchToCache(reg, ref, d, options.blobDir);
     return Object.freeze({
       digest: d.digest,
       diffId: diffIds[i]!,
@@ -92,7 +97,7 @@ export async function pullImage(
       mediaType: OCI_LAYER_TYPE[d.mediaType] ?? d.mediaType,
       ...(d.annotations ? { annotations: d.annotations } : {}),
       source,
-      open: () => createReadStream(path),
+      open: () => (path !== undefined ? createReadStream(path) : openLazily(reg, ref, d, options.blobDir)),
     });
   });
   return Object.freeze({
@@ -101,6 +106,19 @@ export async function pullImage(
     manifest: descriptor,
     ...(manifest.annotations ? { annotations: manifest.annotations } : {}),
   });
+}
+
+/** A stream of a blob that is fetched into the cache first, for layers pulled with `lazyLayers`. */
+function openLazily(reg: RegistryClient, ref: Reference, d: Descriptor, blobDir: string): Readable {
+  const out = new PassThrough();
+  fetchToCache(reg, ref, d, blobDir).then(
+    (path) =>
+      createReadStream(path)
+        .on("error", (err) => out.destroy(err))
+        .pipe(out),
+    (err: unknown) => out.destroy(err as Error),
+  );
+  return out;
 }
 
 /** Path of a blob in the cache. */

@@ -5,8 +5,8 @@ import type { ImageBuild } from "../../src/api/image-build.ts";
 import type { StageJob } from "../../src/api/stage-job.ts";
 import { encodeStageResult } from "../../src/api/stage-result.ts";
 import { type DecideOptions, decide, type World } from "../../src/controller/build-decision.ts";
-import { compilePlan } from "../../src/controller/compile-plan.ts";
-import { indexPodName, stagePodName } from "../../src/controller/names.ts";
+import { compilePlan, PLANNED_BY_POD } from "../../src/controller/compile-plan.ts";
+import { indexPodName, planPodName, stagePodName } from "../../src/controller/names.ts";
 import { buildPod } from "../../src/controller/pod-builder.ts";
 import type { BuildPlan } from "../../src/plan/plan.ts";
 import {
@@ -17,6 +17,7 @@ import {
   imageBuild,
   LAYER,
   runningPod,
+  runStep,
   stageJob,
   succeededPod,
 } from "./fixtures.ts";
@@ -31,9 +32,10 @@ const OPTS: DecideOptions = {
 };
 
 function world(ib: ImageBuild, pods: Record<string, V1Pod> = {}, more: Partial<World> = {}): World {
+  const plan = compilePlan(ib);
   return {
     ib,
-    plan: compilePlan(ib),
+    plan: plan === PLANNED_BY_POD ? undefined : plan,
     pods: new Map(Object.entries(pods)),
     stalePods: [],
     attempts: {},
@@ -363,12 +365,97 @@ test("a stage that starts FROM another waits for it and gets its image by digest
   assert.equal(job.push.tagged, true);
 });
 
-test("a Dockerfile build is refused as Unsupported until the controller can plan one", () => {
-  const df = imageBuild({ spec: { layers: undefined, dockerfile: { inline: "FROM scratch\n" } } });
-  const d = decide(world(df), OPTS);
+test("a Dockerfile build plans in a plan pod first, then builds the plan's stages; the plan pod is not made again", () => {
+  const df = imageBuild({
+    spec: { layers: undefined, dockerfile: { inline: "FROM busybox\nRUN true\n", buildArgs: { V: "1" } } },
+  });
+  const planPod = planPodName(df);
+  const first = decide(world(df), OPTS);
+  const planJob = {
+    kind: "plan" as const,
+    dockerfile: { inline: "FROM busybox\nRUN true\n", buildArgs: { V: "1" } },
+    platforms: ["linux/amd64"], // the CRD's default
+    timestamp: 0,
+    context: { files: { "hello.txt": "hello\n" } },
+    push: { image: "registry:5000/team/hello:v1", tagged: false, tags: [], insecure: true },
+  };
+  assert.deepEqual(first.create, [
+    buildPod(
+      df,
+      { name: planPod, job: planJob, stage: "plan", platform: "linux/amd64", runsCode: false },
+      OPTS.builder,
+    ),
+  ]);
+  assert.deepEqual(
+    first.create[0]?.spec?.containers.map((c) => c.name),
+    ["planner"],
+  );
+  assert.equal(first.status.phase, "Building");
+  assert.deepEqual(first.status.conditions, conditions("Unknown", "Planning", "Compiling the Dockerfile"));
+  assert.equal(first.status.stages, undefined);
+
+  const base = `registry:5000/library/busybox@sha256:${"b".repeat(64)}`;
+  const plan: BuildPlan = {
+    stages: [
+      {
+        name: "0",
+        base: { kind: "image", image: base },
+        platform: "linux/amd64",
+        steps: [runStep("true", 2)],
+        config: {},
+      },
+    ],
+    target: "0",
+    platforms: ["linux/amd64"],
+    timestamp: 0,
+  };
+  const planned = decide(
+    world(df, { [planPod]: succeededPod(planPod, { digest: DIGEST_A, steps: [] }) }, { plan }),
+    OPTS,
+  );
+  const stagePod = stagePodName(df, "0", "linux/amd64");
+  assert.deepEqual(
+    planned.create.map((p) => [p.metadata?.name, p.spec?.containers.map((c) => [c.name, c.image])]),
+    [
+      [
+        stagePod,
+        [
+          ["executor", base],
+          ["pusher", "kiln"],
+        ],
+      ],
+    ],
+  );
+  assert.deepEqual(planned.status.stages, [{ name: "0", platform: "linux/amd64", podName: stagePod }]);
+  assert.deepEqual(planned.status.conditions, conditions("Unknown", "Building", "Building 1/2 units"));
+});
+
+test("a Dockerfile whose plan pod fails with a Dockerfile error fails the build with the line", () => {
+  const df = imageBuild({ spec: { layers: undefined, dockerfile: { inline: "FROM busybox\nNOPE\n" } } });
+  const planPod = planPodName(df);
+  const d = decide(
+    world(df, {
+      [planPod]: finishedPod(planPod, "Failed", {
+        planner: {
+          exitCode: 1,
+          message: encodeStageResult({
+            steps: [],
+            failure: {
+              reason: "InvalidDockerfile",
+              message: "Dockerfile:2: unknown instruction NOPE",
+              line: 2,
+            },
+          }),
+        },
+      }),
+    }),
+    OPTS,
+  );
   assert.equal(d.status.phase, "Failed");
   assert.deepEqual(d.status.failure, {
-    reason: "Unsupported",
-    message: "Dockerfile builds are not supported by the controller yet; use layers",
+    reason: "InvalidDockerfile",
+    message: "Dockerfile:2: unknown instruction NOPE",
+    stage: "plan",
+    line: 2,
   });
 });

@@ -14,6 +14,7 @@ import {
   layersSpec,
   listPods,
   namespace,
+  registryDigest,
   startController,
   waitFor,
 } from "./harness.ts";
@@ -21,12 +22,6 @@ import {
 // The controller against the real test cluster: `kiln controller` processes, stage pods running the kiln
 // image built from this checkout, the registry the pods push to. Each test has its own namespace and
 // controller(s), so the tests run side by side.
-
-/** The manifest digest the registry holds for `ref`, computed here from its bytes. */
-async function registryDigest(ref: string): Promise<string> {
-  const raw = await skopeo("inspect", "--raw", "--tls-verify=false", `docker://${ref}`);
-  return `sha256:${createHash("sha256").update(raw).digest("hex")}`;
-}
 
 async function phaseOf(c: Cluster, ns: string, name: string, phase: string, generation = 1) {
   return waitFor(`${ns}/${name} to reach ${phase}`, async () => {

@@ -3,7 +3,7 @@ import { type ImageBuild, ImageBuildSchema } from "../../src/api/image-build.ts"
 import type { StageJob } from "../../src/api/stage-job.ts";
 import { encodeStageResult, type StageResult } from "../../src/api/stage-result.ts";
 import type { Digest } from "../../src/oci/digest.ts";
-import type { Stage } from "../../src/plan/plan.ts";
+import type { RunStep, Stage } from "../../src/plan/plan.ts";
 
 /** An ImageBuild as the API server would return it (defaults filled by the same zod schema). */
 export function imageBuild(
@@ -44,6 +44,7 @@ export function finishedPod(
   containers: {
     executor?: { exitCode: number; message?: string };
     pusher?: { exitCode: number; message?: string };
+    planner?: { exitCode: number; message?: string };
   },
   extra: { reason?: string; message?: string } = {},
 ): V1Pod {
@@ -70,6 +71,7 @@ export function finishedPod(
       ...extra,
       ...(containers.executor ? { initContainerStatuses: [status("executor", containers.executor)] } : {}),
       ...(containers.pusher ? { containerStatuses: [status("pusher", containers.pusher)] } : {}),
+      ...(containers.planner ? { containerStatuses: [status("planner", containers.planner)] } : {}),
     } as V1Pod["status"],
   };
 }
@@ -98,5 +100,21 @@ export function stageJob(stage: Stage, files: Record<string, string>): StageJob 
     inputs: {},
     context: { files },
     push: { image: "registry:5000/team/hello:v1", tagged: true, tags: [], insecure: true },
+  };
+}
+
+/** A shell-form RUN step as the Dockerfile compiler writes it: `RUN <script>` as root in /. */
+export function runStep(script: string, line?: number): RunStep {
+  return {
+    kind: "run",
+    ...(line !== undefined ? { line } : {}),
+    createdBy: `RUN ${script}`,
+    argv: ["/bin/sh", "-c", script],
+    env: [],
+    user: "",
+    workdir: "/",
+    mounts: [],
+    network: "default",
+    usedArgs: {},
   };
 }

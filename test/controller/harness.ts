@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -11,6 +11,7 @@ import { loadKubeconfig } from "../../src/kube/kubeconfig.ts";
 import { imageBuildsPath, podsPath } from "../../src/kube/resources.ts";
 import { type ClusterEnv, loadClusterEnv } from "../cluster/cluster-env.ts";
 import { kilnImage } from "../helpers/kiln-image.ts";
+import { skopeo } from "../helpers/skopeo.ts";
 
 const KILN = resolve(import.meta.dirname, "../../bin/kiln");
 
@@ -235,4 +236,10 @@ export function startController(
       await exited;
     },
   };
+}
+
+/** The manifest digest the registry holds for `ref`, computed here from its bytes. */
+export async function registryDigest(ref: string): Promise<string> {
+  const raw = await skopeo("inspect", "--raw", "--tls-verify=false", `docker://${ref}`);
+  return `sha256:${createHash("sha256").update(raw).digest("hex")}`;
 }

@@ -4,7 +4,7 @@ import { test } from "node:test";
 import { JOB_ANNOTATION } from "../../src/api/stage-job.ts";
 import { indexPodName, stagePodName } from "../../src/controller/names.ts";
 import { buildPod } from "../../src/controller/pod-builder.ts";
-import { imageBuild, stageJob } from "./fixtures.ts";
+import { imageBuild, runStep, stageJob } from "./fixtures.ts";
 
 /** The name's hash, computed here from its definition: sha256 over uid, generation, stage and platform. */
 const hash = (...parts: string[]) => createHash("sha256").update(parts.join("\0")).digest("hex").slice(0, 8);
@@ -44,8 +44,8 @@ test("buildPod: executor without credentials, pusher with the push secret, the j
     terminationMessagePath: "/dev/termination-log",
     terminationMessagePolicy: "File",
   });
-  const jobMount = { name: "job", mountPath: "/kiln/job", readOnly: true };
-  const workMount = { name: "work", mountPath: "/kiln/work" };
+  const jobMount = { name: "job", mountPath: "/kiln-job", readOnly: true };
+  const workMount = { name: "work", mountPath: "/kiln-workspace" };
   assert.deepEqual(pod, {
     apiVersion: "v1",
     kind: "Pod",
@@ -99,7 +99,7 @@ test("buildPod: executor without credentials, pusher with the push secret, the j
       initContainers: [
         container(
           "executor",
-          ["stage", "build", "--job", "/kiln/job/job.json", "--out", "/kiln/work"],
+          ["stage", "build", "--job", "/kiln-job/job.json", "--out", "/kiln-workspace"],
           [jobMount, workMount],
         ),
       ],
@@ -110,40 +110,122 @@ test("buildPod: executor without credentials, pusher with the push secret, the j
             "stage",
             "push",
             "--job",
-            "/kiln/job/job.json",
-            "--authfile",
-            "/kiln/push-secret/config.json",
+            "/kiln-job/job.json",
             "--out",
-            "/kiln/work",
+            "/kiln-workspace",
+            "--authfile",
+            "/kiln-push-secret/config.json",
           ],
-          [jobMount, workMount, { name: "push-secret", mountPath: "/kiln/push-secret", readOnly: true }],
+          [jobMount, workMount, { name: "push-secret", mountPath: "/kiln-push-secret", readOnly: true }],
         ),
       ],
     },
   });
 });
 
-test("buildPod: a stage that runs code is pinned to its platform's nodes; no secret, no secret volume", () => {
-  const ib = imageBuild({ spec: { output: { image: "registry:5000/team/hello", insecure: true } } });
+test("buildPod: a stage with RUN runs the executor in its pinned base with kiln's runtime; secrets reach only the executor", () => {
+  const base = `registry:5000/library/busybox@sha256:${"b".repeat(64)}`;
+  const runJob = stageJob(
+    {
+      name: "build",
+      base: { kind: "image", image: base },
+      platform: "linux/arm64",
+      steps: [runStep("make")],
+      config: {},
+    },
+    { Makefile: "all:\n" },
+  );
+  const ib = imageBuild({
+    spec: {
+      output: { image: "registry:5000/team/hello", insecure: true, pushSecretRef: { name: "push" } },
+      secrets: [{ id: "token", secretRef: { name: "api", key: "token" } }],
+    },
+  });
   const pod = buildPod(
     ib,
-    { name: "p", job, stage: "image", platform: "linux/arm64", runsCode: true },
-    { image: "kiln" },
+    { name: "p", job: runJob, stage: "build", platform: "linux/arm64", runsCode: true },
+    { image: "kiln", registryMirrors: ["docker.io=registry:5000"], insecureRegistries: ["registry:5000"] },
   );
-  assert.deepEqual(pod.spec?.nodeSelector, { "kubernetes.io/os": "linux", "kubernetes.io/arch": "arm64" });
-  assert.deepEqual(
-    pod.spec?.volumes?.map((v) => v.name),
-    ["job", "work"],
-  );
-  assert.deepEqual(pod.spec?.containers[0]?.args, [
+  const registry = ["--registry-mirror", "docker.io=registry:5000", "--insecure-registry", "registry:5000"];
+  const kiln = (name: string, args: string[], mounts: object[]) => ({
+    name,
+    image: "kiln",
+    args,
+    env: [{ name: "LOG_LEVEL", value: "info" }],
+    volumeMounts: mounts,
+    terminationMessagePath: "/dev/termination-log",
+    terminationMessagePolicy: "File",
+  });
+  const jobMount = { name: "job", mountPath: "/kiln-job", readOnly: true };
+  const workMount = { name: "work", mountPath: "/kiln-workspace" };
+  const stageArgs = (sub: string) => [
     "stage",
-    "push",
+    sub,
     "--job",
-    "/kiln/job/job.json",
+    "/kiln-job/job.json",
     "--out",
-    "/kiln/work",
+    "/kiln-workspace",
+    ...registry,
+  ];
+  assert.deepEqual(pod.spec?.nodeSelector, { "kubernetes.io/os": "linux", "kubernetes.io/arch": "arm64" });
+  // The kubelet pulls a base that is an earlier stage with the push secret; no container reads it for that.
+  assert.deepEqual(pod.spec?.imagePullSecrets, [{ name: "push" }]);
+  assert.deepEqual(pod.spec?.volumes?.slice(1), [
+    { name: "work", emptyDir: {} },
+    {
+      name: "push-secret",
+      secret: { secretName: "push", items: [{ key: ".dockerconfigjson", path: "config.json" }] },
+    },
+    { name: "runtime", emptyDir: {} },
+    { name: "run-cache", emptyDir: {} },
+    {
+      name: "build-secrets",
+      projected: { sources: [{ secret: { name: "api", items: [{ key: "token", path: "token" }] } }] },
+    },
   ]);
-  assert.equal(pod.spec?.serviceAccountName, undefined);
+  assert.deepEqual(pod.spec?.initContainers, [
+    {
+      ...kiln("runtime", [], [{ name: "runtime", mountPath: "/kiln-runtime" }]),
+      command: ["cp", "-a", "/kiln/.", "/kiln-runtime/"],
+    },
+    kiln("prepare", stageArgs("prepare"), [jobMount, workMount]),
+  ]);
+  assert.deepEqual(pod.spec?.containers, [
+    {
+      name: "executor",
+      image: base,
+      command: [
+        "/kiln/lib/ld-linux-x86-64.so.2",
+        "--library-path",
+        "/kiln/lib",
+        "/kiln/bin/node",
+        "--disable-warning=ExperimentalWarning",
+        "/kiln/src/main.ts",
+        "executor",
+        "--workspace",
+        "/kiln-workspace",
+      ],
+      args: [],
+      env: [
+        { name: "LOG_LEVEL", value: "info" },
+        { name: "TMPDIR", value: "/kiln-workspace/tmp" },
+      ],
+      securityContext: { runAsUser: 0, runAsGroup: 0, capabilities: { add: ["SYS_ADMIN"] } },
+      volumeMounts: [
+        { name: "runtime", mountPath: "/kiln", readOnly: true },
+        workMount,
+        { name: "run-cache", mountPath: "/kiln-cache" },
+        { name: "build-secrets", mountPath: "/kiln-secrets", readOnly: true },
+      ],
+      terminationMessagePath: "/dev/termination-log",
+      terminationMessagePolicy: "File",
+    },
+    kiln(
+      "pusher",
+      [...stageArgs("push"), "--authfile", "/kiln-push-secret/config.json"],
+      [jobMount, workMount, { name: "push-secret", mountPath: "/kiln-push-secret", readOnly: true }],
+    ),
+  ]);
 });
 
 test("pod names: at most 63 characters, stable, different per generation, stage and platform", () => {

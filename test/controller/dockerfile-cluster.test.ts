@@ -1,0 +1,196 @@
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { suite, type TestContext, test } from "node:test";
+import { readComparableImage } from "../helpers/image-tree.ts";
+import { runKiln } from "../helpers/kiln-cli.ts";
+import { skopeo } from "../helpers/skopeo.ts";
+import {
+  type Cluster,
+  cluster,
+  createImageBuild,
+  createPushSecret,
+  getImageBuild,
+  listPods,
+  namespace,
+  registryDigest,
+  startController,
+  waitFor,
+} from "./harness.ts";
+
+// Dockerfile ImageBuilds on the test cluster: a plan pod compiles the Dockerfile against the registry, stages
+// with RUN run in their own base image with kiln's runtime copied in, and the image is the one `kiln build`
+// makes from the same Dockerfile on this machine.
+
+async function started(t: TestContext) {
+  const c = await cluster();
+  const ns = await namespace(c, t);
+  const r = c.env.KILN_TEST_REGISTRY;
+  const ctl = startController(c, ns, t, ["--registry-mirror", `docker.io=${r}`, "--insecure-registry", r]);
+  await ctl.reconciling;
+  return { c, ns, ctl };
+}
+
+async function finished(c: Cluster, ns: string, name: string) {
+  return waitFor(`${ns}/${name} to finish`, async () => {
+    const ib = await getImageBuild(c, ns, name);
+    const phase = ib?.status?.phase;
+    return phase === "Succeeded" || phase === "Failed" ? ib : undefined;
+  });
+}
+
+/** `kiln build` of the same files on this machine, pushed to `ref`; its digest. */
+async function localBuild(c: Cluster, files: Record<string, string>, ref: string): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), "kiln-df-"));
+  try {
+    for (const [name, text] of Object.entries(files)) await writeFile(join(dir, name), text);
+    const r = c.env.KILN_TEST_REGISTRY;
+    const run = await runKiln([
+      "build",
+      "-f",
+      join(dir, "Dockerfile"),
+      "--registry-mirror",
+      `docker.io=${r}`,
+      "--insecure-registry",
+      r,
+      "--push",
+      ref,
+      dir,
+    ]);
+    assert.equal(run.code, 0, run.stderr);
+    return run.stdout.trim();
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+async function imageTree(ref: string) {
+  const dir = await mkdtemp(join(tmpdir(), "kiln-df-pull-"));
+  try {
+    await skopeo("copy", "--quiet", "--src-tls-verify=false", `docker://${ref}`, `oci:${dir}:x`);
+    return await readComparableImage(dir, { ref: "x" });
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+const MULTI_STAGE = {
+  Dockerfile: [
+    "FROM busybox AS build",
+    "WORKDIR /src",
+    "COPY greet.sh .",
+    "RUN sh greet.sh > /src/out.txt && chmod 0640 /src/out.txt && chown 1234:55 /src/out.txt",
+    "",
+    "FROM busybox",
+    "ARG NAME=kiln",
+    "COPY --from=build /src/out.txt /srv/out.txt",
+    'RUN echo "second $NAME" >> /srv/out.txt && rm -rf /home',
+    "USER 1234",
+    'CMD ["cat", "/srv/out.txt"]',
+    "",
+  ].join("\n"),
+  "greet.sh": "echo hello from a build pod\n",
+};
+
+suite("Dockerfile builds on the test cluster", { concurrency: true, timeout: 400_000 }, () => {
+  test("a multi-stage Dockerfile with RUN builds in pods into the image kiln builds locally", async (t) => {
+    const { c, ns } = await started(t);
+    const secret = await createPushSecret(c, ns);
+    const r = c.env.KILN_TEST_REGISTRY;
+    const repo = `${r}/e2e/${ns}/multi`;
+    await createImageBuild(c, ns, "multi", {
+      source: { inline: { files: { "greet.sh": MULTI_STAGE["greet.sh"] } } },
+      dockerfile: { inline: MULTI_STAGE.Dockerfile },
+      output: { image: `${repo}:v1`, insecure: true, pushSecretRef: { name: secret } },
+    });
+    const ib = await finished(c, ns, "multi");
+    assert.equal(ib.status?.phase, "Succeeded", JSON.stringify(ib.status?.failure));
+    const digest = await registryDigest(`${repo}:v1`);
+    assert.equal(ib.status?.digest, digest);
+    assert.deepEqual(
+      ib.status?.stages?.map((s) => [s.name, s.steps?.map((x) => [x.line, x.instruction])]),
+      [
+        [
+          "build",
+          [
+            [2, "WORKDIR /src"],
+            [3, "COPY greet.sh . # buildkit"],
+            [
+              4,
+              "RUN /bin/sh -c sh greet.sh > /src/out.txt && chmod 0640 /src/out.txt && chown 1234:55 /src/out.txt # buildkit",
+            ],
+          ],
+        ],
+        [
+          "1",
+          [
+            [7, "ARG NAME=kiln"],
+            [8, "COPY --from=build /src/out.txt /srv/out.txt # buildkit"],
+            [9, 'RUN /bin/sh -c echo "second $NAME" >> /srv/out.txt && rm -rf /home # buildkit'],
+            [10, "USER 1234"],
+            [11, 'CMD ["cat","/srv/out.txt"]'],
+          ],
+        ],
+      ],
+    );
+    const image = await imageTree(`${repo}@${digest}`);
+    const out = image.tree.get("/srv/out.txt");
+    const text = "hello from a build pod\nsecond kiln\n";
+    assert.deepEqual(
+      [out?.mode, out?.uid, out?.gid, out?.sha256],
+      [0o640, 1234, 55, createHash("sha256").update(text).digest("hex")],
+    );
+    assert.equal(image.tree.has("/home"), false);
+    assert.equal(image.config.User, "1234");
+    // Nothing of kiln's or the kubelet's leaks into the image.
+    for (const p of image.tree.keys())
+      assert.doesNotMatch(p, /^\/(kiln|kiln-workspace|kiln-secrets|kiln-cache|dev\/termination-log)(\/|$)/);
+    // The same Dockerfile built by kiln on this machine gives the same image, byte for byte.
+    const local = await localBuild(c, MULTI_STAGE, `${r}/e2e/${ns}/multi-local:v1`);
+    assert.equal(local, digest);
+    const names = (await listPods(c, ns)).map((p) => p.metadata?.labels?.["kiln.dev/role"]).sort();
+    assert.deepEqual(names, ["plan", "stage", "stage"]);
+  });
+
+  test("a RUN that exits 1 ends Failed with its Dockerfile line and the step's output", async (t) => {
+    const { c, ns } = await started(t);
+    const r = c.env.KILN_TEST_REGISTRY;
+    await createImageBuild(c, ns, "fails", {
+      source: { inline: { files: { "x.txt": "x\n" } } },
+      dockerfile: { inline: "FROM busybox\nCOPY x.txt /x.txt\nRUN echo about to fail && exit 3\n" },
+      output: { image: `${r}/e2e/${ns}/fails:v1`, insecure: true },
+    });
+    const ib = await finished(c, ns, "fails");
+    assert.equal(ib.status?.phase, "Failed");
+    assert.equal(ib.status?.failure?.reason, "StepFailed");
+    assert.equal(ib.status?.failure?.line, 3);
+    assert.equal(ib.status?.failure?.stage, "0");
+    assert.match(ib.status?.failure?.message ?? "", /exit.* 3|status 3|code 3/);
+    assert.match(ib.status?.failure?.logSnippet ?? "", /about to fail/);
+  });
+
+  test("a broken Dockerfile fails in the plan pod with its line; an unknown base fails with the image's name", async (t) => {
+    const { c, ns } = await started(t);
+    const r = c.env.KILN_TEST_REGISTRY;
+    await createImageBuild(c, ns, "broken", {
+      source: { inline: { files: { "x.txt": "x\n" } } },
+      dockerfile: { inline: "FROM busybox\nCOPY x.txt /x.txt\nFROBNICATE now\n" },
+      output: { image: `${r}/e2e/${ns}/broken:v1`, insecure: true },
+    });
+    await createImageBuild(c, ns, "nobase", {
+      source: { inline: { files: { "x.txt": "x\n" } } },
+      dockerfile: { inline: "FROM busybox:no-such-tag\nRUN true\n" },
+      output: { image: `${r}/e2e/${ns}/nobase:v1`, insecure: true },
+    });
+    const broken = await finished(c, ns, "broken");
+    assert.equal(broken.status?.phase, "Failed");
+    assert.equal(broken.status?.failure?.line, 3);
+    assert.equal(broken.status?.failure?.stage, "plan");
+    assert.match(broken.status?.failure?.message ?? "", /FROBNICATE/i);
+    const nobase = await finished(c, ns, "nobase");
+    assert.equal(nobase.status?.phase, "Failed");
+    assert.match(nobase.status?.failure?.message ?? "", /busybox:no-such-tag/);
+  });
+});
