@@ -17,7 +17,12 @@ import type { Reference } from "../oci/reference.ts";
 import { Authenticator, repositoryScope, type Scope } from "./auth.ts";
 import { type CredentialStore, loadDockerConfig, normaliseRegistryKey } from "./docker-config.ts";
 import { type Endpoint, type Mirrors, pullEndpoints, registryHost } from "./mirrors.ts";
-import { RegistryProtocolError, redactUrl } from "./registry-error.ts";
+import {
+  type EndpointFailure,
+  EndpointsFailedError,
+  RegistryProtocolError,
+  redactUrl,
+} from "./registry-error.ts";
 import { DEFAULT_RETRY, type RetryPolicy, retryDelayMs, withRetry } from "./retry.ts";
 import {
   type Headers,
@@ -115,7 +120,7 @@ export class RegistryClient {
   /** Reads a manifest or index by tag or digest, from a mirror when one is configured. */
   async getManifest(ref: Reference): Promise<FetchedManifest> {
     const id = ref.digest ?? ref.tag ?? "latest";
-    return this.#fromEndpoints(ref, async (ep) => {
+    return this.#fromEndpoints(ref, `manifest ${id}`, async (ep) => {
       const url = `${this.#base(ep.host)}/v2/${ep.repository}/manifests/${id}`;
       const req: HttpRequest = { method: "GET", url, headers: { accept: MANIFEST_ACCEPT } };
       const res = await this.#call(ep.host, [repositoryScope(ep.repository, ["pull"])], () => req, {
@@ -157,7 +162,7 @@ export class RegistryClient {
    * reads (pull.ts writes to a temporary file and keeps it only on a matching digest).
    */
   async fetchBlob(ref: RepositoryRef, digest: Digest): Promise<Readable> {
-    return this.#fromEndpoints(ref, async (ep) => {
+    return this.#fromEndpoints(ref, `blob ${digest}`, async (ep) => {
       const url = `${this.#base(ep.host)}/v2/${ep.repository}/blobs/${digest}`;
       const res = await this.#call(
         ep.host,
@@ -421,20 +426,24 @@ export class RegistryClient {
     }
   }
 
-  /** Tries each place the repository can be read from; the last failure is the one reported. */
-  async #fromEndpoints<T>(ref: RepositoryRef, read: (ep: Endpoint) => Promise<T>): Promise<T> {
+  /**
+   * Tries each place the repository can be read from, mirrors first. When all fail, each one's reason is
+   * reported; a registry without mirrors fails with its own error.
+   */
+  async #fromEndpoints<T>(ref: RepositoryRef, what: string, read: (ep: Endpoint) => Promise<T>): Promise<T> {
     const endpoints = pullEndpoints(this.#mirrors, ref.registry, ref.repository);
-    let lastError: unknown;
+    const failures: EndpointFailure[] = [];
     for (const ep of endpoints) {
       try {
         return await read(ep);
       } catch (err) {
         if (err instanceof DigestMismatchError) throw err;
-        lastError = err;
+        failures.push({ host: ep.host, mirror: ep.mirror, error: err });
         this.#log?.debug({ err, host: ep.host }, "Registry endpoint failed, trying the next one");
       }
     }
-    throw lastError;
+    if (failures.length === 1) throw failures[0]!.error;
+    throw new EndpointsFailedError(`${what} of ${ref.registry}/${ref.repository}`, failures);
   }
 
   #base(host: string): string {

@@ -15,6 +15,8 @@ export type Mirrors = Readonly<Record<string, MirrorRule>>;
 export interface Endpoint {
   readonly host: string;
   readonly repository: string;
+  /** A mirror of the registry, or (false) the registry itself. */
+  readonly mirror: boolean;
 }
 
 /** Docker Hub's API lives on another host than the name references use. */
@@ -58,9 +60,9 @@ export function pullEndpoints(mirrors: Mirrors, registry: string, repository: st
   const viaMirrors = (rule?.mirrors ?? []).map((m) => {
     const slash = m.indexOf("/");
     return slash === -1
-      ? { host: m, repository }
-      : { host: m.slice(0, slash), repository: `${m.slice(slash + 1)}/${repository}` };
+      ? { host: m, repository, mirror: true }
+      : { host: m.slice(0, slash), repository: `${m.slice(slash + 1)}/${repository}`, mirror: true };
   });
-  const origin = { host: registryHost(registry), repository };
+  const origin = { host: registryHost(registry), repository, mirror: false };
   return rule === undefined || rule.fallbackToOrigin ? [...viaMirrors, origin] : viaMirrors;
 }

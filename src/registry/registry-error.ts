@@ -1,4 +1,4 @@
-import { KilnError } from "../errors.ts";
+import { describeError, isTemporary, KilnError } from "../errors.ts";
 
 /** Distribution-spec error body: `{"errors":[{"code":"BLOB_UNKNOWN","message":"…","detail":…}]}`. */
 export interface DistributionError {
@@ -41,6 +41,37 @@ export class RegistryConnectionError extends KilnError {
   }
   override get temporary(): boolean {
     return true;
+  }
+}
+
+/** Why one place a repository is read from failed. */
+export interface EndpointFailure {
+  readonly host: string;
+  /** A mirror, or (false) the registry itself. */
+  readonly mirror: boolean;
+  readonly error: unknown;
+}
+
+/**
+ * Every place a repository is read from failed: its mirrors, then the registry itself unless the mirror
+ * rule says not to fall back. Each one's reason is in the message, so a broken mirror is not hidden behind
+ * the registry's own answer.
+ */
+export class EndpointsFailedError extends KilnError {
+  override readonly code = "KILN_ERR_REGISTRY_ENDPOINTS";
+  readonly failures: readonly EndpointFailure[];
+  constructor(what: string, failures: readonly EndpointFailure[]) {
+    const mirrors = failures.filter((f) => f.mirror).length === 1 ? "its mirror" : "its mirrors";
+    const tried = failures.some((f) => !f.mirror) ? `${mirrors} or its origin` : mirrors;
+    const reasons = failures.map(
+      (f) => `${f.mirror ? "mirror" : "origin"} ${f.host}: ${describeError(f.error)}`,
+    );
+    super(`cannot read ${what} from ${tried}: ${reasons.join("; ")}`, { cause: failures.at(-1)?.error });
+    this.failures = failures;
+  }
+  /** As the last place tried: a repeat ends there too. */
+  override get temporary(): boolean {
+    return isTemporary(this.failures.at(-1)?.error);
   }
 }
 
