@@ -1,8 +1,10 @@
 import { randomBytes } from "node:crypto";
+import { readFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import { parseArgs } from "node:util";
+import { type ResourceRequirements, ResourceRequirementsSchema } from "../api/core-v1.ts";
 import type { Config } from "../config.ts";
-import { InvalidInputError } from "../errors.ts";
+import { describeIssues, InvalidInputError } from "../errors.ts";
 import { inClusterEndpoint, type KubeEndpoint, loadKubeconfig } from "../kube/kubeconfig.ts";
 import type { Logger } from "../log.ts";
 import { Controller, type ControllerOptions } from "./controller.ts";
@@ -11,7 +13,8 @@ const USAGE = `usage: kiln controller --builder-image IMAGE [--kubeconfig FILE] 
        [--max-builds N] [--max-builds-per-namespace N] [--max-attempts N] [--port PORT]
        [--lease-namespace NS] [--lease-name NAME] [--lease-duration-seconds N] [--no-leader-election]
        [--service-account NAME] [--image-pull-policy POLICY]
-       [--registry-mirror FROM=TO]... [--insecure-registry HOST]...`;
+       [--registry-mirror FROM=TO]... [--insecure-registry HOST]...
+       [--registry-ca-file FILE] [--default-build-resources JSON]`;
 
 const positive = (name: string, v: string | undefined, dflt: number): number => {
   if (v === undefined) return dflt;
@@ -21,9 +24,28 @@ const positive = (name: string, v: string | undefined, dflt: number): number => 
   return n;
 };
 
-/** Parses `kiln controller` flags. */
+/** `--default-build-resources`: a container's resources as JSON, e.g. {"limits":{"memory":"2Gi"}}. */
+function parseResources(json: string): ResourceRequirements {
+  let value: unknown;
+  try {
+    value = JSON.parse(json);
+  } catch (err) {
+    throw new InvalidInputError(`--default-build-resources is not JSON: ${(err as Error).message}`, {
+      cause: err,
+    });
+  }
+  const parsed = ResourceRequirementsSchema.strict().safeParse(value);
+  if (!parsed.success)
+    throw new InvalidInputError(`--default-build-resources:\n${describeIssues(parsed.error.issues)}`, {
+      cause: parsed.error,
+    });
+  return parsed.data;
+}
+
+/** Parses `kiln controller` flags; the registry CA file is read when the controller starts. */
 export function parseControllerArgs(args: readonly string[]): {
   kubeconfig?: string;
+  registryCaFile?: string;
   options: ControllerOptions;
 } {
   let v: Record<string, string | boolean | string[] | undefined>;
@@ -48,6 +70,9 @@ export function parseControllerArgs(args: readonly string[]): {
         // Build pods pull bases and push through these; the controller itself never talks to a registry.
         "registry-mirror": { type: "string", multiple: true },
         "insecure-registry": { type: "string", multiple: true },
+        // PEM certificates build pods trust for registries; the chart mounts them from a ConfigMap or Secret.
+        "registry-ca-file": { type: "string" },
+        "default-build-resources": { type: "string" },
       },
     }).values;
   } catch (err) {
@@ -59,6 +84,7 @@ export function parseControllerArgs(args: readonly string[]): {
   if (pullPolicy !== undefined && !["Always", "IfNotPresent", "Never"].includes(pullPolicy))
     throw new InvalidInputError("--image-pull-policy must be Always, IfNotPresent or Never");
   const maxBuilds = positive("max-builds", v["max-builds"] as string | undefined, 100);
+  const resourcesJson = v["default-build-resources"] as string | undefined;
   const options: ControllerOptions = {
     builder: {
       image,
@@ -66,6 +92,7 @@ export function parseControllerArgs(args: readonly string[]): {
       ...(v["service-account"] !== undefined ? { serviceAccountName: v["service-account"] as string } : {}),
       registryMirrors: (v["registry-mirror"] as string[] | undefined) ?? [],
       insecureRegistries: (v["insecure-registry"] as string[] | undefined) ?? [],
+      ...(resourcesJson !== undefined ? { resources: parseResources(resourcesJson) } : {}),
     },
     ...(v.namespace !== undefined ? { namespace: v.namespace as string } : {}),
     workers: Math.max(1, positive("workers", v.workers as string | undefined, 4)),
@@ -96,7 +123,12 @@ export function parseControllerArgs(args: readonly string[]): {
           },
         }),
   };
-  return { ...(v.kubeconfig !== undefined ? { kubeconfig: v.kubeconfig as string } : {}), options };
+  const registryCaFile = v["registry-ca-file"] as string | undefined;
+  return {
+    ...(v.kubeconfig !== undefined ? { kubeconfig: v.kubeconfig as string } : {}),
+    ...(registryCaFile !== undefined ? { registryCaFile } : {}),
+    options,
+  };
 }
 
 /** The flag's or $KUBECONFIG's file, else the pod's service account, as kubectl and client-go choose. */
@@ -108,13 +140,31 @@ function endpointOf(kubeconfig: string | undefined, config: Config): KubeEndpoin
   return inClusterEndpoint(host, port);
 }
 
+/** The bundle build pods get, read once at start; a file without a certificate is refused, not ignored. */
+async function readRegistryCa(file: string): Promise<string> {
+  let pem: string;
+  try {
+    pem = await readFile(file, "utf8");
+  } catch (err) {
+    throw new InvalidInputError(`--registry-ca-file: cannot read ${file}: ${(err as Error).message}`, {
+      cause: err,
+    });
+  }
+  if (!pem.includes("-----BEGIN CERTIFICATE-----"))
+    throw new InvalidInputError(`--registry-ca-file: ${file} holds no PEM certificate`);
+  return pem;
+}
+
 /** `kiln controller`: runs until SIGTERM/SIGINT (graceful stop, exit 0) or lost leadership (exit 1). */
 export async function runControllerCommand(
   args: readonly string[],
   config: Config,
   log: Logger,
 ): Promise<number> {
-  const { kubeconfig, options } = parseControllerArgs(args);
+  const { kubeconfig, registryCaFile, options: parsed } = parseControllerArgs(args);
+  const registryCa = registryCaFile !== undefined ? await readRegistryCa(registryCaFile) : undefined;
+  const options: ControllerOptions =
+    registryCa !== undefined ? { ...parsed, builder: { ...parsed.builder, registryCa } } : parsed;
   const controller = new Controller(endpointOf(kubeconfig ?? config.KUBECONFIG, config), options, log);
   const done = Promise.withResolvers<number>();
   controller.onLostLeadership = () => done.resolve(1);

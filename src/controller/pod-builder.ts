@@ -6,6 +6,7 @@ import type {
   V1Volume,
   V1VolumeMount,
 } from "@kubernetes/client-node";
+import type { ResourceRequirements } from "../api/core-v1.ts";
 import { API_GROUP, API_VERSION, IMAGE_BUILD_KIND, type ImageBuild } from "../api/image-build.ts";
 import { JOB_ANNOTATION, type StageJob, stageBaseImage } from "../api/stage-job.ts";
 import {
@@ -31,12 +32,23 @@ export interface BuilderConfig {
   /** `FROM=TO` registry mirrors and plain-HTTP registries, for every pull and push the pods make. */
   readonly registryMirrors?: readonly string[];
   readonly insecureRegistries?: readonly string[];
+  /** Resources of build pods whose ImageBuild sets none. */
+  readonly resources?: ResourceRequirements;
+  /**
+   * PEM certificates kiln's containers trust for registries next to the system's. They travel in an
+   * annotation, read as a file through the job volume, so a build in any namespace gets them with no
+   * ConfigMap of its own; Node reads that file through NODE_EXTRA_CA_CERTS.
+   */
+  readonly registryCa?: string;
 }
+
+export const REGISTRY_CA_ANNOTATION = "kiln.dev/registry-ca";
 
 /** Where the containers find things; the volumes below are mounted here. */
 export const PodPath = {
   Job: "/kiln-job",
   JobFile: "/kiln-job/job.json",
+  RegistryCaFile: "/kiln-job/registry-ca.crt",
   /** The work volume: the file-only build's output, or the executor's workspace (the same path in every container). */
   Work: WORKSPACE_MOUNT,
   PushSecret: "/kiln-push-secret",
@@ -88,7 +100,17 @@ export function buildPod(ib: ImageBuild, unit: PodUnit, cfg: BuilderConfig): V1P
     {
       name: "job",
       downwardAPI: {
-        items: [{ path: "job.json", fieldRef: { fieldPath: `metadata.annotations['${JOB_ANNOTATION}']` } }],
+        items: [
+          { path: "job.json", fieldRef: { fieldPath: `metadata.annotations['${JOB_ANNOTATION}']` } },
+          ...(cfg.registryCa !== undefined
+            ? [
+                {
+                  path: "registry-ca.crt",
+                  fieldRef: { fieldPath: `metadata.annotations['${REGISTRY_CA_ANNOTATION}']` },
+                },
+              ]
+            : []),
+        ],
       },
     },
     { name: "work", emptyDir: {} },
@@ -125,14 +147,19 @@ export function buildPod(ib: ImageBuild, unit: PodUnit, cfg: BuilderConfig): V1P
     ...(cfg.registryMirrors ?? []).flatMap((m) => ["--registry-mirror", m]),
     ...(cfg.insecureRegistries ?? []).flatMap((h) => ["--insecure-registry", h]),
   ];
-  const resources =
-    spec.resources !== undefined ? { resources: spec.resources as V1Container["resources"] } : {};
+  const podResources = spec.resources ?? cfg.resources;
+  const resources = podResources !== undefined ? { resources: podResources as V1Container["resources"] } : {};
   const kiln = (name: string, args: string[], mounts: V1VolumeMount[]): V1Container => ({
     name,
     image: cfg.image,
     ...(cfg.imagePullPolicy !== undefined ? { imagePullPolicy: cfg.imagePullPolicy } : {}),
     args,
-    env: [{ name: "LOG_LEVEL", value: cfg.logLevel ?? "info" }],
+    env: [
+      { name: "LOG_LEVEL", value: cfg.logLevel ?? "info" },
+      ...(cfg.registryCa !== undefined
+        ? [{ name: "NODE_EXTRA_CA_CERTS", value: PodPath.RegistryCaFile }]
+        : []),
+    ],
     volumeMounts: mounts,
     ...resources,
     terminationMessagePath: "/dev/termination-log",
@@ -215,6 +242,7 @@ export function buildPod(ib: ImageBuild, unit: PodUnit, cfg: BuilderConfig): V1P
         [Annotation.Stage]: unit.stage,
         [Annotation.Platform]: unit.platform,
         [JOB_ANNOTATION]: JSON.stringify(job),
+        ...(cfg.registryCa !== undefined ? { [REGISTRY_CA_ANNOTATION]: cfg.registryCa } : {}),
       },
       ownerReferences: [controllerRef(ib)],
     },

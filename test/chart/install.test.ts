@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { createHash } from "node:crypto";
+import { readFile, rm } from "node:fs/promises";
 import { test } from "node:test";
 import { imageBuildsPath, podsPath } from "../../src/kube/resources.ts";
 import {
@@ -10,20 +10,15 @@ import {
   layersSpec,
   listPods,
   namespace,
+  registryDigest,
   waitFor,
 } from "../controller/harness.ts";
-import { skopeo } from "../helpers/skopeo.ts";
+import { makePki } from "../helpers/registry.ts";
 import { CHART, helm } from "./helm.ts";
 
 // The chart installed into the real test cluster with the kiln image built from this checkout. The release
 // watches only its own fresh namespace (Roles there, not a ClusterRole), so it never touches the builds of
 // tests running beside it; the API server enforces the chart's RBAC on everything the controller does.
-
-/** The manifest digest the registry holds for `ref`, computed here from its bytes. */
-async function registryDigest(ref: string): Promise<string> {
-  const raw = await skopeo("inspect", "--raw", "--tls-verify=false", `docker://${ref}`);
-  return `sha256:${createHash("sha256").update(raw).digest("hex")}`;
-}
 
 async function items<T = { metadata: { name: string; labels?: Record<string, string> } }>(
   c: Cluster,
@@ -39,6 +34,10 @@ test("helm install runs the controller, which builds an ImageBuild to the regist
   const [repository, digest] = c.image.split("@") as [string, string];
   const kube = ["--kubeconfig", c.env.KUBECONFIG, "--namespace", ns];
   t.after(() => helm(["uninstall", release, ...kube, "--ignore-not-found"]).catch(() => {}));
+  // The test registry is plain HTTP, so the CA is not needed; it shows the bundle's way into build pods.
+  const pki = makePki();
+  t.after(() => rm(pki.dir, { recursive: true, force: true }));
+  const buildResources = { requests: { cpu: "10m", memory: "64Mi" }, limits: { memory: "1Gi" } };
   await helm([
     "install",
     release,
@@ -54,6 +53,12 @@ test("helm install runs the controller, which builds an ImageBuild to the regist
     "logLevel=debug",
     "--set",
     "leaderElection.leaseDurationSeconds=5",
+    "--set-file",
+    `registryCA.bundle=${pki.caFile}`,
+    "--set-json",
+    `builds.resources=${JSON.stringify(buildResources)}`,
+    "--set-json",
+    `insecureRegistries=${JSON.stringify([c.env.KILN_TEST_REGISTRY])}`,
     "--wait",
     "--timeout",
     "5m",
@@ -92,7 +97,8 @@ test("helm install runs the controller, which builds an ImageBuild to the regist
   assert.equal(ib.status?.digest, await registryDigest(`${registry}/${repo}:v1`));
   assert.equal(ib.status?.image, `${registry}/${repo}@${ib.status?.digest}`);
 
-  // Build pods run as the chart's build ServiceAccount, with no token.
+  // Build pods run as the chart's build ServiceAccount, with no token, the default resources and the CA.
+  const pem = await readFile(pki.caFile, "utf8");
   const buildPods = (await listPods(c, ns)).filter(
     (p) => p.metadata?.labels?.["kiln.dev/imagebuild"] === "hello",
   );
@@ -101,6 +107,12 @@ test("helm install runs the controller, which builds an ImageBuild to the regist
     assert.equal(p.spec?.serviceAccountName, "kiln-build");
     assert.equal(p.spec?.automountServiceAccountToken, false);
     assert.ok(!p.spec?.volumes?.some((v) => v.projected?.sources?.some((s) => s.serviceAccountToken)));
+    assert.equal(p.metadata?.annotations?.["kiln.dev/registry-ca"], pem);
+    for (const container of [...(p.spec?.initContainers ?? []), ...(p.spec?.containers ?? [])]) {
+      assert.deepEqual(container.resources, buildResources);
+      assert.ok(container.env?.some((e) => e.name === "NODE_EXTRA_CA_CERTS"));
+      assert.ok(container.args?.includes(c.env.KILN_TEST_REGISTRY));
+    }
   }
   // Events were recorded and nothing the controller did was forbidden by the chart's RBAC.
   const events = await items<{ reason: string; involvedObject: { name: string } }>(

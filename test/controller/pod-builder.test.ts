@@ -247,3 +247,53 @@ test("pod names: at most 63 characters, stable, different per generation, stage 
   const next = imageBuild({ name: long.metadata.name, generation: 2 });
   assert.notEqual(stagePodName(next, "image", "linux/amd64"), names[0]);
 });
+
+test("buildPod: the controller's default resources and registry CA reach every kiln container", () => {
+  const pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+  const defaults = { requests: { cpu: "500m", memory: "512Mi" }, limits: { memory: "2Gi" } };
+  const cfg = { image: "kiln", resources: defaults, registryCa: pem };
+  const unit = { name: "p", job, stage: "image", platform: "linux/arm64", runsCode: false };
+  const containersOf = (p: ReturnType<typeof buildPod>) => [
+    ...(p.spec?.initContainers ?? []),
+    ...(p.spec?.containers ?? []),
+  ];
+  const jobItem = { path: "job.json", fieldRef: { fieldPath: "metadata.annotations['kiln.dev/job']" } };
+
+  const pod = buildPod(imageBuild(), unit, cfg);
+  // The CA travels in the pod itself, read as a file through the job volume every kiln container mounts.
+  assert.equal(pod.metadata?.annotations?.["kiln.dev/registry-ca"], pem);
+  assert.deepEqual(pod.spec?.volumes?.[0], {
+    name: "job",
+    downwardAPI: {
+      items: [
+        jobItem,
+        { path: "registry-ca.crt", fieldRef: { fieldPath: "metadata.annotations['kiln.dev/registry-ca']" } },
+      ],
+    },
+  });
+  assert.deepEqual(
+    containersOf(pod).map((c) => c.name),
+    ["executor", "pusher"],
+  );
+  for (const c of containersOf(pod)) {
+    assert.deepEqual(c.env, [
+      { name: "LOG_LEVEL", value: "info" },
+      { name: "NODE_EXTRA_CA_CERTS", value: "/kiln-job/registry-ca.crt" },
+    ]);
+    assert.deepEqual(c.volumeMounts?.[0], { name: "job", mountPath: "/kiln-job", readOnly: true });
+    assert.deepEqual(c.resources, defaults);
+  }
+
+  // The ImageBuild's own resources win over the defaults.
+  const own = buildPod(imageBuild({ spec: { resources: { limits: { memory: "1Gi" } } } }), unit, cfg);
+  for (const c of containersOf(own)) assert.deepEqual(c.resources, { limits: { memory: "1Gi" } });
+
+  // Without either: no annotation, no file, no variable, no resources.
+  const plain = buildPod(imageBuild(), unit, { image: "kiln" });
+  assert.equal(plain.metadata?.annotations?.["kiln.dev/registry-ca"], undefined);
+  assert.deepEqual(plain.spec?.volumes?.[0], { name: "job", downwardAPI: { items: [jobItem] } });
+  for (const c of containersOf(plain)) {
+    assert.deepEqual(c.env, [{ name: "LOG_LEVEL", value: "info" }]);
+    assert.equal(c.resources, undefined);
+  }
+});
