@@ -8,6 +8,7 @@ import {
   createImageBuild,
   getImageBuild,
   layersSpec,
+  listImageBuilds,
   listPods,
   namespace,
   registryDigest,
@@ -59,6 +60,8 @@ test("helm install runs the controller, which builds an ImageBuild to the regist
     `builds.resources=${JSON.stringify(buildResources)}`,
     "--set-json",
     `insecureRegistries=${JSON.stringify([c.env.KILN_TEST_REGISTRY])}`,
+    "--set-json",
+    `registryMirrors=${JSON.stringify([`docker.io=${c.env.KILN_TEST_REGISTRY}`])}`,
     "--wait",
     "--timeout",
     "5m",
@@ -81,21 +84,33 @@ test("helm install runs the controller, which builds an ImageBuild to the regist
 
   const repo = `chart-test/${ns}`;
   const spec = layersSpec(c, repo, { "hello.txt": "hello from the chart\n" });
-  await createImageBuild(c, ns, "hello", spec);
-  const ib = await waitFor(
-    "the ImageBuild to succeed",
-    async () => {
-      const b = await getImageBuild(c, ns, "hello");
-      const succeeded = b?.status?.conditions?.find((x) => x.type === "Succeeded");
-      if (succeeded?.status === "False") throw new Error(`the build failed: ${JSON.stringify(b?.status)}`);
-      return succeeded?.status === "True" ? b : undefined;
-    },
-    180_000,
-  );
   const registry = c.env.KILN_TEST_REGISTRY;
-  assert.equal(ib.status?.phase, "Succeeded");
-  assert.equal(ib.status?.digest, await registryDigest(`${registry}/${repo}:v1`));
-  assert.equal(ib.status?.image, `${registry}/${repo}@${ib.status?.digest}`);
+  await createImageBuild(c, ns, "hello", spec);
+  // A Dockerfile build also runs a plan pod, whose plan the controller reads from its log (pods/log).
+  await createImageBuild(c, ns, "greet", {
+    source: { inline: { files: { "hello.txt": "hello from a Dockerfile\n" } } },
+    dockerfile: { inline: "FROM busybox\nCOPY hello.txt /hello.txt\n" },
+    output: { image: `${registry}/${repo}-dockerfile:v1`, insecure: true },
+  });
+  const finished = (name: string) =>
+    waitFor(
+      `${name} to finish`,
+      async () => {
+        const b = await getImageBuild(c, ns, name);
+        const done = b?.status?.conditions?.some((x) => x.type === "Succeeded" && x.status !== "Unknown");
+        return done ? b : undefined;
+      },
+      180_000,
+    );
+  for (const [name, image] of [
+    ["hello", `${registry}/${repo}`],
+    ["greet", `${registry}/${repo}-dockerfile`],
+  ] as const) {
+    const ib = await finished(name);
+    assert.equal(ib.status?.phase, "Succeeded", JSON.stringify(ib.status?.failure));
+    assert.equal(ib.status?.digest, await registryDigest(`${image}:v1`));
+    assert.equal(ib.status?.image, `${image}@${ib.status?.digest}`);
+  }
 
   // Build pods run as the chart's build ServiceAccount, with no token, the default resources and the CA.
   const pem = await readFile(pki.caFile, "utf8");
@@ -111,7 +126,8 @@ test("helm install runs the controller, which builds an ImageBuild to the regist
     for (const container of [...(p.spec?.initContainers ?? []), ...(p.spec?.containers ?? [])]) {
       assert.deepEqual(container.resources, buildResources);
       assert.ok(container.env?.some((e) => e.name === "NODE_EXTRA_CA_CERTS"));
-      assert.ok(container.args?.includes(c.env.KILN_TEST_REGISTRY));
+      assert.ok(container.args?.includes(registry));
+      assert.ok(container.args?.includes(`docker.io=${registry}`));
     }
   }
   // Events were recorded and nothing the controller did was forbidden by the chart's RBAC.
@@ -130,8 +146,8 @@ test("helm install runs the controller, which builds an ImageBuild to the regist
   assert.doesNotMatch(log, /forbidden/i);
 
   // Deleting the ImageBuild goes through the controller's finalizer, then the garbage collector takes its pods.
-  await c.client.request("DELETE", `${imageBuildsPath(ns)}/hello`);
-  await waitFor("the ImageBuild to be gone", async () => (await getImageBuild(c, ns, "hello")) === undefined);
+  for (const name of ["hello", "greet"]) await c.client.request("DELETE", `${imageBuildsPath(ns)}/${name}`);
+  await waitFor("the ImageBuilds to be gone", async () => (await listImageBuilds(c, ns)).length === 0);
 
   await helm(["uninstall", release, ...kube, "--wait", "--timeout", "2m"]);
   const { stdout } = await helm(["list", ...kube, "--all", "--short"]);
