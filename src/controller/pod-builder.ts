@@ -53,9 +53,16 @@ export const PodPath = {
   Work: WORKSPACE_MOUNT,
   PushSecret: "/kiln-push-secret",
   PushAuthFile: "/kiln-push-secret/config.json",
-  /** The runtime volume, as the init container that fills it sees it. */
+  /** Where the kiln image holds its runtime (the image's contract), and where the init container copies it. */
+  ImageRuntime: "/kiln",
   RuntimeCopy: "/kiln-runtime",
 } as const;
+
+/**
+ * Containers that unpack images (the roots of `COPY --from` sources) keep their files' owners, which takes
+ * root; the kiln image's own user is not.
+ */
+const AS_ROOT = { runAsUser: 0, runAsGroup: 0 } as const;
 
 export interface PodUnit {
   readonly name: string;
@@ -186,16 +193,19 @@ export function buildPod(ib: ImageBuild, unit: PodUnit, cfg: BuilderConfig): V1P
   } else if (job.kind === "index") {
     containers = [kiln("pusher", withSecret(stageArgs("index")), [jobMount, workMount, ...secretMounts])];
   } else if (!runs) {
-    initContainers = [kiln("executor", stageArgs("build"), [jobMount, workMount])];
+    initContainers = [
+      { ...kiln("executor", stageArgs("build"), [jobMount, workMount]), securityContext: AS_ROOT },
+    ];
     containers = [kiln("pusher", withSecret(stageArgs("push")), [jobMount, workMount, ...secretMounts])];
   } else {
     const runtimeMount: V1VolumeMount = { name: "runtime", mountPath: RUNTIME_MOUNT, readOnly: true };
     initContainers = [
       {
         ...kiln("runtime", [], [{ name: "runtime", mountPath: PodPath.RuntimeCopy }]),
-        command: ["cp", "-a", `${RUNTIME_MOUNT}/.`, `${PodPath.RuntimeCopy}/`],
+        // -R, not -a: the kiln image runs as a non-root user, who may not set owners or times.
+        command: ["cp", "-R", `${PodPath.ImageRuntime}/.`, `${PodPath.RuntimeCopy}/`],
       },
-      kiln("prepare", stageArgs("prepare"), [jobMount, workMount]),
+      { ...kiln("prepare", stageArgs("prepare"), [jobMount, workMount]), securityContext: AS_ROOT },
     ];
     containers = [
       {
@@ -209,7 +219,7 @@ export function buildPod(ib: ImageBuild, unit: PodUnit, cfg: BuilderConfig): V1P
         ],
         // Root in the container and the mount namespace kiln-run needs to give each RUN its mounts; the
         // step itself runs as the Dockerfile's USER. No credentials are mounted here.
-        securityContext: { runAsUser: 0, runAsGroup: 0, capabilities: { add: ["SYS_ADMIN"] } },
+        securityContext: { ...AS_ROOT, capabilities: { add: ["SYS_ADMIN"] } },
         volumeMounts: [
           runtimeMount,
           workMount,

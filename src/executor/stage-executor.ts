@@ -8,6 +8,7 @@ import type { LayerEntry } from "../oci/layer-entry.ts";
 import { writeLayer } from "../oci/layer-writer.ts";
 import {
   CACHE_MOUNTS_MOUNT,
+  KILN_MOUNTS,
   RUNTIME_MOUNT,
   SECRETS_MOUNT,
   WORKSPACE_MOUNT,
@@ -63,7 +64,9 @@ export async function executeStage(job: ExecutorJob, options: ExecuteStageOption
     CACHE_MOUNTS_MOUNT,
   ];
   const inRoot = (p: string) => path.relative(path.resolve(rootfs), path.resolve(rootfs, `.${p}`));
-  const snapshotOptions = { exclude: kilnMounts.map(inRoot).filter((p) => p !== "" && !p.startsWith("..")) };
+  const snapshotOptions = {
+    exclude: [...kilnMounts, KILN_MOUNTS].map(inRoot).filter((p) => p !== "" && !p.startsWith("..")),
+  };
   const scratch = path.join(workspace, "scratch");
   fs.mkdirSync(scratch, { recursive: true });
   fs.mkdirSync(layersDir(workspace), { recursive: true });

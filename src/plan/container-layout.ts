@@ -3,14 +3,19 @@
  * cluster): the contract between whoever starts the container and the executor inside it.
  */
 
+/**
+ * Everything of kiln's is mounted below this one folder, which snapshots leave out: a name no image uses,
+ * so a Dockerfile that writes to /kiln (kiln's own does) never meets a read-only mount.
+ */
+export const KILN_MOUNTS = "/.kiln";
 /** kiln's self-contained runtime (scripts/runtime/build). */
-export const RUNTIME_MOUNT = "/kiln";
+export const RUNTIME_MOUNT = `${KILN_MOUNTS}/runtime`;
 /** The workspace the executor shares with the pusher (src/executor/workspace.ts). */
-export const WORKSPACE_MOUNT = "/kiln-workspace";
+export const WORKSPACE_MOUNT = `${KILN_MOUNTS}/workspace`;
 /** The build's secrets, one file per id, for `RUN --mount=type=secret`. */
-export const SECRETS_MOUNT = "/kiln-secrets";
+export const SECRETS_MOUNT = `${KILN_MOUNTS}/secrets`;
 /** The persistent `RUN --mount=type=cache` folders. */
-export const CACHE_MOUNTS_MOUNT = "/kiln-cache";
+export const CACHE_MOUNTS_MOUNT = `${KILN_MOUNTS}/cache`;
 
 /**
  * argv that starts `kiln executor` from the runtime inside any root — glibc, musl, busybox or none — through

@@ -120,7 +120,7 @@ test("a build secret is in the step and in no layer, history, config or log; no 
     "secret",
     `FROM busybox
 RUN --mount=type=secret,id=tok sha256sum /run/secrets/tok | cut -d' ' -f1 > /tok.sha; \\
-    ls /kiln-secrets > /store-listing 2>&1; stat -c '%a %u:%g' /run/secrets/tok > /tok.mode
+    ls /.kiln/secrets > /store-listing 2>&1; stat -c '%a %u:%g' /run/secrets/tok > /tok.mode
 RUN --mount=type=secret,id=tok,env=TOK,required=true echo "\${#TOK}" > /tok.len
 `,
   );
@@ -133,7 +133,9 @@ RUN --mount=type=secret,id=tok,env=TOK,required=true echo "\${#TOK}" > /tok.len
   // The secret store is hidden from steps: its mount point is an empty directory to them.
   assert.equal(image.tree.get("/store-listing")?.size, 0);
   assert.equal(
-    [...image.tree.keys()].some((p) => p.startsWith("/run") || p.startsWith("/kiln")),
+    [...image.tree.keys()].some(
+      (p) => p.startsWith("/run") || p.startsWith("/kiln") || p.startsWith("/.kiln"),
+    ),
     false,
   );
   assert.equal(layoutText(join(dir, "out")).includes(secret), false);

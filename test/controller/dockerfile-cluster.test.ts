@@ -146,7 +146,7 @@ suite("Dockerfile builds on the test cluster", { concurrency: true, timeout: 400
     assert.equal(image.config.User, "1234");
     // Nothing of kiln's or the kubelet's leaks into the image.
     for (const p of image.tree.keys())
-      assert.doesNotMatch(p, /^\/(kiln|kiln-workspace|kiln-secrets|kiln-cache|dev\/termination-log)(\/|$)/);
+      assert.doesNotMatch(p, /^\/(\.kiln|kiln-job|kiln-push-secret|dev\/termination-log)(\/|$)/);
     // The same Dockerfile built by kiln on this machine gives the same image, byte for byte.
     const local = await localBuild(c, MULTI_STAGE, `${r}/e2e/${ns}/multi-local:v1`);
     assert.equal(local, digest);

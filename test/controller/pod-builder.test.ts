@@ -45,7 +45,7 @@ test("buildPod: executor without credentials, pusher with the push secret, the j
     terminationMessagePolicy: "File",
   });
   const jobMount = { name: "job", mountPath: "/kiln-job", readOnly: true };
-  const workMount = { name: "work", mountPath: "/kiln-workspace" };
+  const workMount = { name: "work", mountPath: "/.kiln/workspace" };
   assert.deepEqual(pod, {
     apiVersion: "v1",
     kind: "Pod",
@@ -97,11 +97,14 @@ test("buildPod: executor without credentials, pusher with the push secret, the j
         },
       ],
       initContainers: [
-        container(
-          "executor",
-          ["stage", "build", "--job", "/kiln-job/job.json", "--out", "/kiln-workspace"],
-          [jobMount, workMount],
-        ),
+        {
+          ...container(
+            "executor",
+            ["stage", "build", "--job", "/kiln-job/job.json", "--out", "/.kiln/workspace"],
+            [jobMount, workMount],
+          ),
+          securityContext: { runAsUser: 0, runAsGroup: 0 },
+        },
       ],
       containers: [
         container(
@@ -112,7 +115,7 @@ test("buildPod: executor without credentials, pusher with the push secret, the j
             "--job",
             "/kiln-job/job.json",
             "--out",
-            "/kiln-workspace",
+            "/.kiln/workspace",
             "--authfile",
             "/kiln-push-secret/config.json",
           ],
@@ -157,14 +160,14 @@ test("buildPod: a stage with RUN runs the executor in its pinned base with kiln'
     terminationMessagePolicy: "File",
   });
   const jobMount = { name: "job", mountPath: "/kiln-job", readOnly: true };
-  const workMount = { name: "work", mountPath: "/kiln-workspace" };
+  const workMount = { name: "work", mountPath: "/.kiln/workspace" };
   const stageArgs = (sub: string) => [
     "stage",
     sub,
     "--job",
     "/kiln-job/job.json",
     "--out",
-    "/kiln-workspace",
+    "/.kiln/workspace",
     ...registry,
   ];
   assert.deepEqual(pod.spec?.nodeSelector, { "kubernetes.io/os": "linux", "kubernetes.io/arch": "arm64" });
@@ -186,36 +189,39 @@ test("buildPod: a stage with RUN runs the executor in its pinned base with kiln'
   assert.deepEqual(pod.spec?.initContainers, [
     {
       ...kiln("runtime", [], [{ name: "runtime", mountPath: "/kiln-runtime" }]),
-      command: ["cp", "-a", "/kiln/.", "/kiln-runtime/"],
+      command: ["cp", "-R", "/kiln/.", "/kiln-runtime/"],
     },
-    kiln("prepare", stageArgs("prepare"), [jobMount, workMount]),
+    {
+      ...kiln("prepare", stageArgs("prepare"), [jobMount, workMount]),
+      securityContext: { runAsUser: 0, runAsGroup: 0 },
+    },
   ]);
   assert.deepEqual(pod.spec?.containers, [
     {
       name: "executor",
       image: base,
       command: [
-        "/kiln/lib/ld-linux-x86-64.so.2",
+        "/.kiln/runtime/lib/ld-linux-x86-64.so.2",
         "--library-path",
-        "/kiln/lib",
-        "/kiln/bin/node",
+        "/.kiln/runtime/lib",
+        "/.kiln/runtime/bin/node",
         "--disable-warning=ExperimentalWarning",
-        "/kiln/src/main.ts",
+        "/.kiln/runtime/src/main.ts",
         "executor",
         "--workspace",
-        "/kiln-workspace",
+        "/.kiln/workspace",
       ],
       args: [],
       env: [
         { name: "LOG_LEVEL", value: "info" },
-        { name: "TMPDIR", value: "/kiln-workspace/tmp" },
+        { name: "TMPDIR", value: "/.kiln/workspace/tmp" },
       ],
       securityContext: { runAsUser: 0, runAsGroup: 0, capabilities: { add: ["SYS_ADMIN"] } },
       volumeMounts: [
-        { name: "runtime", mountPath: "/kiln", readOnly: true },
+        { name: "runtime", mountPath: "/.kiln/runtime", readOnly: true },
         workMount,
-        { name: "run-cache", mountPath: "/kiln-cache" },
-        { name: "build-secrets", mountPath: "/kiln-secrets", readOnly: true },
+        { name: "run-cache", mountPath: "/.kiln/cache" },
+        { name: "build-secrets", mountPath: "/.kiln/secrets", readOnly: true },
       ],
       terminationMessagePath: "/dev/termination-log",
       terminationMessagePolicy: "File",
