@@ -17,7 +17,7 @@ const MAY_IMPORT: Record<string, readonly string[]> = {
   source: ["oci", "registry", "api"],
   // Build pods run one command (src/pusher/stage-command.ts): the plan pod compiles the Dockerfile, a
   // file-only stage pod runs the executor's file steps, the pusher pushes.
-  pusher: ["oci", "plan", "registry", "api", "executor", "build", "dockerfile"],
+  pusher: ["oci", "plan", "registry", "api", "executor", "build", "dockerfile", "layerspec", "source"],
   build: ["oci", "plan", "registry", "dockerfile", "layerspec", "executor", "pusher"],
   cli: [
     "oci",

@@ -64,17 +64,16 @@ const RelativePathSchema = z
   );
 
 const HTTP_URL_RE = /^https?:\/\/[^\s/?#]+[^\s]*$/;
-const GIT_URL_RE = /^((https?|ssh|git):\/\/[^\s/?#]+[^\s]*|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^\s]+)$/;
+// Build pods clone over smart HTTP(S) with a library (no git binary in them): ssh is refused here, not at build time.
+const GIT_URL_RE = /^https?:\/\/[^\s/?#]+[^\s]*$/;
 
 export const GitSourceSchema = z
   .strictObject({
     url: z
       .string()
       .max(2048)
-      .regex(GIT_URL_RE, "must be a Git URL: https://, http://, ssh://, git:// or user@host:path")
-      .describe(
-        "Repository to clone: https://host/org/repo.git, ssh://git@host/org/repo.git or git@host:org/repo.",
-      ),
+      .regex(GIT_URL_RE, "must be an https:// or http:// Git URL (ssh is not supported)")
+      .describe("Repository to clone over HTTP(S): https://host/org/repo.git."),
     revision: z
       .string()
       .min(1)
@@ -88,7 +87,7 @@ export const GitSourceSchema = z
       "Directory of the repository used as the build context. Default: the repository's root.",
     ),
     secretRef: LocalObjectReferenceSchema.optional().describe(
-      "Secret with clone credentials: type kubernetes.io/basic-auth (username, password) for http(s) URLs, or kubernetes.io/ssh-auth (ssh-privatekey, optionally known_hosts) for ssh URLs.",
+      "Secret with clone credentials: keys username and password (type kubernetes.io/basic-auth), or a key token (sent as the password of user x-access-token).",
     ),
   })
   .describe("Build context cloned from a Git repository at one revision, without history.");

@@ -1,8 +1,9 @@
 import { z } from "zod";
 import { InvalidInputError, NotFoundError } from "../errors.ts";
+import { LayerSpecSchema } from "../layerspec/spec.ts";
 import { DigestSchema } from "../oci/digest.ts";
 import { StageSchema } from "../plan/plan.ts";
-import { DockerfileSchema } from "./image-build.ts";
+import { DockerfileSchema, SourceSchema } from "./image-build.ts";
 
 /**
  * What the controller hands a build pod: the one unit of work it runs, written as the pod's `kiln.dev/job`
@@ -11,6 +12,15 @@ import { DockerfileSchema } from "./image-build.ts";
  */
 
 export const JOB_ANNOTATION = "kiln.dev/job";
+
+/**
+ * Where build pods find the Secrets of the build's source: the git credentials, and the pull secrets as
+ * `N.json` (.dockerconfigjson) for an oci source. Mounted only into the containers that fetch the source.
+ */
+export const SourceSecretPath = {
+  Git: "/kiln-git-secret",
+  Pull: "/kiln-pull-secrets",
+} as const;
 
 export const PushTargetSchema = z.object({
   /** The ImageBuild's output image, `registry/repository[:tag]`. */
@@ -33,17 +43,21 @@ export const StageJobSchema = z.discriminatedUnion("kind", [
     dockerfile: z.boolean().default(false),
     /** Images of the stages this one starts from or copies from, by stage name, pinned by digest. */
     inputs: z.record(z.string(), z.string()).default({}),
-    /** The build context: an inline source's files (path → text). */
-    context: z.object({ files: z.record(z.string(), z.string()) }),
+    /** The build context, pinned by the plan pod (a git commit, an archive's sha256, an artifact's digest). */
+    source: SourceSchema,
     push: PushTargetSchema,
   }),
   z.object({
     kind: z.literal("plan"),
-    /** The ImageBuild's Dockerfile section: compiled in the pod, which reads the base images' configs. */
-    dockerfile: DockerfileSchema,
+    /**
+     * The ImageBuild's Dockerfile or layers, compiled in the pod: a Dockerfile's compiler reads the base
+     * images' configs, and a source other than inline is fetched and pinned there.
+     */
+    dockerfile: DockerfileSchema.optional(),
+    layers: LayerSpecSchema.omit({ platforms: true }).optional(),
     platforms: z.array(z.string()).default([]),
     timestamp: z.number().int().nonnegative(),
-    context: z.object({ files: z.record(z.string(), z.string()) }),
+    source: SourceSchema,
     push: PushTargetSchema,
   }),
   z.object({

@@ -6,12 +6,14 @@ import {
   type ImageBuild,
   type ImageBuildStatus,
   Phase,
+  type Source,
   type StageStatus,
   type StepStatus,
 } from "../api/image-build.ts";
 import type { PushTarget, StageJob } from "../api/stage-job.ts";
 import type { StageResult } from "../api/stage-result.ts";
 import { type BuildPlan, type Stage, stageSources } from "../plan/plan.ts";
+import { plannedInPod } from "./compile-plan.ts";
 import { indexPodName, planPodName, stagePodName } from "./names.ts";
 import { type BuilderConfig, buildPod } from "./pod-builder.ts";
 import { type PodState, podState } from "./pod-state.ts";
@@ -43,6 +45,8 @@ export interface World {
    * pod of a Dockerfile build has not produced it.
    */
   readonly plan: BuildPlan | { readonly failure: Failure } | undefined;
+  /** The build context as stage pods fetch it: the plan pod's pinned source, or the spec's. */
+  readonly source: Source;
   /** This generation's pods by name. */
   readonly pods: ReadonlyMap<string, V1Pod>;
   /** Pods of other generations: a spec change cancels them. */
@@ -141,7 +145,7 @@ export function decide(world: World, opts: DecideOptions): Decision {
   }
   const plan = world.plan;
   const units = [
-    ...(ib.spec.dockerfile !== undefined ? [planUnit(ib)] : []),
+    ...(plannedInPod(ib) ? [planUnit(ib)] : []),
     ...(plan !== undefined ? unitsOf(ib, plan) : []),
   ];
   const multi = (plan?.platforms.length ?? 0) > 1;
@@ -287,7 +291,7 @@ export function decide(world: World, opts: DecideOptions): Decision {
     }
     attempts[u.name] = [count + 1, now.getTime()];
     attemptsChanged = true;
-    const job = jobOf(ib, plan, u, results, multi);
+    const job = jobOf(ib, plan, world.source, u, results, multi);
     const runsCode = u.stage?.steps.some((s) => s.kind === "run") ?? false;
     if (job.kind === "stage" && runsCode && u.stage?.base.kind === "scratch") {
       return finish(
@@ -453,6 +457,7 @@ const UNIT_WHAT: Readonly<Record<string, string>> = { index: "the image index", 
 function jobOf(
   ib: ImageBuild,
   plan: BuildPlan | undefined,
+  source: Source,
   u: BuildUnit,
   results: ReadonlyMap<string, StageResult>,
   multi: boolean,
@@ -465,14 +470,15 @@ function jobOf(
     tags: out.tags ?? [],
     insecure: out.insecure,
   });
-  const context = { files: ib.spec.source.inline?.files ?? {} };
   if (u.kind === "plan" || plan === undefined) {
+    const { dockerfile, layers } = ib.spec;
     return {
       kind: "plan",
-      dockerfile: ib.spec.dockerfile ?? {},
+      ...(dockerfile !== undefined ? { dockerfile } : {}),
+      ...(layers !== undefined ? { layers } : {}),
       platforms: ib.spec.platforms ?? [],
       timestamp: ib.spec.timestamp ?? 0,
-      context,
+      source: ib.spec.source,
       push: push(false),
     };
   }
@@ -499,7 +505,7 @@ function jobOf(
     timestamp: plan.timestamp,
     dockerfile: ib.spec.dockerfile !== undefined,
     inputs,
-    context,
+    source,
     push: push(!multi && u.stageName === plan.target),
   };
 }

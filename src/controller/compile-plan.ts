@@ -1,4 +1,5 @@
-import type { Failure, ImageBuild } from "../api/image-build.ts";
+import { z } from "zod";
+import { type Failure, type ImageBuild, type Source, SourceSchema } from "../api/image-build.ts";
 import { describeError } from "../errors.ts";
 import { compileLayerSpec } from "../layerspec/compile.ts";
 import { sha256 } from "../oci/digest.ts";
@@ -8,6 +9,21 @@ import { type BuildPlan, BuildPlanSchema } from "../plan/plan.ts";
 export type PlanOutcome = BuildPlan | { readonly failure: Failure } | typeof PLANNED_BY_POD;
 export const PLANNED_BY_POD = "planned-by-pod";
 
+/** What a plan pod found: the plan, and the source pinned (a commit, a digest) for every stage pod to fetch. */
+export interface PodPlan {
+  readonly plan: BuildPlan;
+  readonly source: Source;
+}
+
+/**
+ * A plan pod plans the build: a Dockerfile's compiler reads base images from registries, and a source
+ * other than inline must be fetched and pinned once for all stage pods — both need the network and
+ * credentials the controller does not have.
+ */
+export function plannedInPod(ib: ImageBuild): boolean {
+  return ib.spec.dockerfile !== undefined || ib.spec.source.inline === undefined;
+}
+
 /**
  * The plan of an ImageBuild, or the reason it has none. Layer specs compile here, purely. A Dockerfile's
  * compiler reads its base images' configs from registries, which the controller never talks to (it holds no
@@ -16,11 +32,7 @@ export const PLANNED_BY_POD = "planned-by-pod";
  */
 export function compilePlan(ib: ImageBuild): PlanOutcome {
   const spec = ib.spec;
-  if (spec.source.inline === undefined) {
-    const kind = Object.keys(spec.source)[0] ?? "unknown";
-    return unsupported(`a ${kind} source is not supported yet; use source.inline`);
-  }
-  if (spec.layers === undefined) return PLANNED_BY_POD;
+  if (plannedInPod(ib) || spec.layers === undefined) return PLANNED_BY_POD;
   try {
     return compileLayerSpec({ ...spec.layers, platforms: spec.platforms }, spec.timestamp);
   } catch (err) {
@@ -28,14 +40,14 @@ export function compilePlan(ib: ImageBuild): PlanOutcome {
   }
 }
 
-/** The line a plan pod writes its plan on: `{"kilnPlan":<plan>}`. */
+/** The line a plan pod writes its plan on: `{"kilnPlan":{"plan":…,"source":…}}`. */
 const PLAN_LINE = '{"kilnPlan":';
 
 /**
  * The plan in a plan pod's output, checked against the digest the pod reported (so a log cut short, or
  * lines of another writer, never pass for a plan).
  */
-export function readPlanOutput(log: string, digest: string): BuildPlan | { readonly failure: Failure } {
+export function readPlanOutput(log: string, digest: string): PodPlan | { readonly failure: Failure } {
   const line = log.split("\n").find((l) => l.startsWith(PLAN_LINE) && l.endsWith("}"));
   const text = line?.slice(PLAN_LINE.length, -1);
   if (text === undefined || sha256(text) !== digest) {
@@ -46,8 +58,8 @@ export function readPlanOutput(log: string, digest: string): BuildPlan | { reado
       },
     };
   }
-  const raw: unknown = JSON.parse(text);
-  const parsed = BuildPlanSchema.safeParse(raw);
+  const raw = JSON.parse(text) as { plan?: unknown; source?: unknown };
+  const parsed = z.object({ plan: BuildPlanSchema, source: SourceSchema }).safeParse(raw);
   if (!parsed.success)
     return {
       failure: {
@@ -56,9 +68,5 @@ export function readPlanOutput(log: string, digest: string): BuildPlan | { reado
       },
     };
   // As written, not as zod re-orders it: config keys keep kiln's order, so digests match local builds.
-  return raw as BuildPlan;
-}
-
-function unsupported(message: string): { readonly failure: Failure } {
-  return { failure: { reason: "Unsupported", message } };
+  return { plan: raw.plan as BuildPlan, source: parsed.data.source };
 }

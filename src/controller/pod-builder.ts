@@ -8,7 +8,7 @@ import type {
 } from "@kubernetes/client-node";
 import type { ResourceRequirements } from "../api/core-v1.ts";
 import { API_GROUP, API_VERSION, IMAGE_BUILD_KIND, type ImageBuild } from "../api/image-build.ts";
-import { JOB_ANNOTATION, type StageJob, stageBaseImage } from "../api/stage-job.ts";
+import { JOB_ANNOTATION, SourceSecretPath, type StageJob, stageBaseImage } from "../api/stage-job.ts";
 import {
   CACHE_MOUNTS_MOUNT,
   RUNTIME_EXECUTOR_ARGV,
@@ -148,6 +148,27 @@ export function buildPod(ib: ImageBuild, unit: PodUnit, cfg: BuilderConfig): V1P
         ]
       : []),
   ];
+  // The source's Secrets reach only the containers that fetch it (planner, file-only build, prepare).
+  const gitSecret = spec.source.git?.secretRef;
+  const pullSecrets = spec.source.oci !== undefined ? (spec.pullSecretRefs ?? []) : [];
+  if (gitSecret !== undefined) volumes.push({ name: "git-secret", secret: { secretName: gitSecret.name } });
+  if (pullSecrets.length > 0)
+    volumes.push({
+      name: "pull-secrets",
+      projected: {
+        sources: pullSecrets.map((r, i) => ({
+          secret: { name: r.name, items: [{ key: ".dockerconfigjson", path: `${i}.json` }] },
+        })),
+      },
+    });
+  const sourceMounts: V1VolumeMount[] = [
+    ...(gitSecret !== undefined
+      ? [{ name: "git-secret", mountPath: SourceSecretPath.Git, readOnly: true }]
+      : []),
+    ...(pullSecrets.length > 0
+      ? [{ name: "pull-secrets", mountPath: SourceSecretPath.Pull, readOnly: true }]
+      : []),
+  ];
   const jobMount: V1VolumeMount = { name: "job", mountPath: PodPath.Job, readOnly: true };
   const workMount: V1VolumeMount = { name: "work", mountPath: PodPath.Work };
   const registryArgs = [
@@ -189,7 +210,9 @@ export function buildPod(ib: ImageBuild, unit: PodUnit, cfg: BuilderConfig): V1P
   let initContainers: V1Container[] = [];
   let containers: V1Container[];
   if (job.kind === "plan") {
-    containers = [kiln("planner", withSecret(stageArgs("plan")), [jobMount, workMount, ...secretMounts])];
+    containers = [
+      kiln("planner", withSecret(stageArgs("plan")), [jobMount, workMount, ...secretMounts, ...sourceMounts]),
+    ];
   } else if (job.kind === "index") {
     containers = [kiln("pusher", withSecret(stageArgs("index")), [jobMount, workMount, ...secretMounts])];
   } else if (!runs) {
@@ -205,7 +228,10 @@ export function buildPod(ib: ImageBuild, unit: PodUnit, cfg: BuilderConfig): V1P
         // -R, not -a: the kiln image runs as a non-root user, who may not set owners or times.
         command: ["cp", "-R", `${PodPath.ImageRuntime}/.`, `${PodPath.RuntimeCopy}/`],
       },
-      { ...kiln("prepare", stageArgs("prepare"), [jobMount, workMount]), securityContext: AS_ROOT },
+      {
+        ...kiln("prepare", stageArgs("prepare"), [jobMount, workMount, ...sourceMounts]),
+        securityContext: AS_ROOT,
+      },
     ];
     containers = [
       {

@@ -11,10 +11,9 @@ import {
   writeStatus,
 } from "../kube/resources.ts";
 import type { Logger } from "../log.ts";
-import type { BuildPlan } from "../plan/plan.ts";
 import type { Admission } from "./admission.ts";
 import { type Attempts, type DecideOptions, decide, isFinished } from "./build-decision.ts";
-import { compilePlan, PLANNED_BY_POD, readPlanOutput } from "./compile-plan.ts";
+import { compilePlan, PLANNED_BY_POD, type PodPlan, readPlanOutput } from "./compile-plan.ts";
 import type { Metrics } from "./metrics.ts";
 import { Annotation, FINALIZER, Label, planPodName } from "./names.ts";
 import { podState } from "./pod-state.ts";
@@ -91,14 +90,14 @@ export class RecentWrites {
  * output is read once, not on every reconcile of the build it plans.
  */
 export class Plans {
-  readonly #byUid = new Map<string, { generation: number; plan: BuildPlan | { failure: Failure } }>();
+  readonly #byUid = new Map<string, { generation: number; plan: PodPlan | { failure: Failure } }>();
 
-  get(uid: string, generation: number): BuildPlan | { failure: Failure } | undefined {
+  get(uid: string, generation: number): PodPlan | { failure: Failure } | undefined {
     const memo = this.#byUid.get(uid);
     return memo?.generation === generation ? memo.plan : undefined;
   }
 
-  set(uid: string, generation: number, plan: BuildPlan | { failure: Failure }): void {
+  set(uid: string, generation: number, plan: PodPlan | { failure: Failure }): void {
     this.#byUid.set(uid, { generation, plan });
   }
 
@@ -175,8 +174,11 @@ export async function reconcile(req: Request, deps: ReconcileDeps): Promise<Resu
   }
 
   const compiled = compilePlan(ib);
+  const podPlan =
+    compiled === PLANNED_BY_POD ? await plannedByPod(ib, current.get(planPodName(ib)), deps) : undefined;
   const plan =
-    compiled === PLANNED_BY_POD ? await plannedByPod(ib, current.get(planPodName(ib)), deps) : compiled;
+    compiled !== PLANNED_BY_POD ? compiled : podPlan && ("failure" in podPlan ? podPlan : podPlan.plan);
+  const source = podPlan !== undefined && "source" in podPlan ? podPlan.source : ib.spec.source;
   const running = [...current.values()].some((p) => podState(p).kind === "running");
   const admitted = deps.admission.admit(key, namespace, running || current.size > 0);
   const logs = new Map<string, string>();
@@ -200,7 +202,7 @@ export async function reconcile(req: Request, deps: ReconcileDeps): Promise<Resu
   }
 
   const decision = decide(
-    { ib, plan, pods, stalePods: stale, attempts, admitted, logs, now: deps.now() },
+    { ib, plan, source, pods, stalePods: stale, attempts, admitted, logs, now: deps.now() },
     deps.decide,
   );
 
@@ -264,7 +266,7 @@ async function plannedByPod(
   ib: ImageBuild,
   pod: V1Pod | undefined,
   deps: ReconcileDeps,
-): Promise<BuildPlan | { failure: Failure } | undefined> {
+): Promise<PodPlan | { failure: Failure } | undefined> {
   const uid = ib.metadata.uid ?? "";
   const generation = ib.metadata.generation ?? 0;
   const known = deps.plans.get(uid, generation);

@@ -1,9 +1,9 @@
 import { existsSync, statSync } from "node:fs";
-import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { parseArgs } from "node:util";
 import { DEFAULT_DOCKERFILE } from "../api/image-build.ts";
-import { type StageJob, StageJobSchema, stageBaseImage } from "../api/stage-job.ts";
+import { SourceSecretPath, type StageJob, StageJobSchema, stageBaseImage } from "../api/stage-job.ts";
 import {
   encodeStageResult,
   type StageFailure,
@@ -24,6 +24,7 @@ import {
   heartbeatFile,
   jobFile,
 } from "../executor/workspace.ts";
+import { compileLayerSpec } from "../layerspec/compile.ts";
 import type { Logger } from "../log.ts";
 import { sha256 } from "../oci/digest.ts";
 import { configBlob, type Image } from "../oci/image.ts";
@@ -34,11 +35,13 @@ import { parsePlatform } from "../oci/platform.ts";
 import { formatReference, parseReference, type Reference, withDigest } from "../oci/reference.ts";
 import { stageCacheKey } from "../plan/cache-key.ts";
 import { WORKSPACE_MOUNT } from "../plan/container-layout.ts";
-import { stageSources } from "../plan/plan.ts";
+import { type BuildPlan, stageSources } from "../plan/plan.ts";
 import { createRegistryClient, type RegistryClient } from "../registry/client.ts";
+import { type Credentials, loadDockerConfig } from "../registry/docker-config.ts";
 import { parseMirrors } from "../registry/mirrors.ts";
 import { pullImage } from "../registry/pull.ts";
 import { pushImage, putIndex } from "../registry/push.ts";
+import { type FetchedSource, fetchSource } from "../source/fetch-source.ts";
 import { followExecutor } from "./executor-events.ts";
 
 /**
@@ -184,7 +187,7 @@ async function buildStage(opts: StageOptions, log: Logger): Promise<void> {
   if (job.kind !== "stage") throw new InvalidInputError("kiln stage build needs a stage job");
   const { stage } = job;
   const contextDir = join(opts.out, "context");
-  await writeContext(contextDir, job.context.files);
+  await fetchContext(job, contextDir, opts, log);
   const images = await stageImages(job, opts, log);
   const base = await images.base();
   const { pull, stageImage } = images;
@@ -276,7 +279,7 @@ async function prepareRunStage(opts: StageOptions, log: Logger): Promise<void> {
   if (job.kind !== "stage") throw new InvalidInputError("kiln stage prepare needs a stage job");
   stageBaseImage(job);
   const workspace = opts.out;
-  await writeContext(contextDir(workspace), job.context.files);
+  await fetchContext(job, contextDir(workspace), opts, log);
   await mkdir(join(workspace, "tmp"), { recursive: true, mode: 0o1777 });
   const images = await stageImages(job, opts, log);
   const base = await images.base();
@@ -353,51 +356,88 @@ function executorSilent(workspace: string): boolean {
 }
 
 /**
- * `kiln stage plan`: compiles the build's Dockerfile, reading its base images' configs from their
- * registries, with every base pinned by digest so each stage pod runs on exactly what was planned. The plan
- * goes to stdout as one line `{"kilnPlan":…}` (the controller reads it from the pod's log: a plan outgrows a
- * termination message), and its digest is the result, so the controller can tell a whole plan from a cut one.
+ * `kiln stage plan`: fetches the build's source and pins it, and compiles its Dockerfile (reading the base
+ * images' configs from their registries) or its layer spec, every base pinned by digest, so each stage pod
+ * builds exactly what was planned from exactly the same files. The plan and the pinned source go to stdout
+ * as one line `{"kilnPlan":…}` (the controller reads it from the pod's log: a plan outgrows a termination
+ * message), and its digest is the result, so the controller can tell a whole plan from a cut one.
  */
 async function planBuild(opts: StageOptions, log: Logger): Promise<StageResult> {
   const job = opts.job;
   if (job.kind !== "plan") throw new InvalidInputError("kiln stage plan needs a plan job");
   const dir = contextDir(opts.out);
-  await writeContext(dir, job.context.files);
-  const text =
-    job.dockerfile.inline ?? (await readDockerfile(dir, job.dockerfile.path ?? DEFAULT_DOCKERFILE));
+  const { source } = await fetchContext(job, dir, opts, log);
   const reg = await client(job, opts, log);
   const pinned = new Map<string, string>();
   const blobDir = join(opts.out, "blobs");
-  const plan = await compileDockerfile(text, {
-    buildArgs: job.dockerfile.buildArgs ?? {},
-    ...(job.dockerfile.target !== undefined ? { target: job.dockerfile.target } : {}),
-    platforms: job.platforms,
-    buildPlatform: "linux/amd64",
-    timestamp: job.timestamp,
-    resolveImageConfig: async (image, platform) => {
-      const ref = parseReference(image);
-      const pulled = await pullImage(ref, reg, {
-        platform: parsePlatform(platform),
-        blobDir,
-        lazyLayers: true,
-      });
-      pinned.set(`${image} ${platform}`, formatReference(withDigest(ref, pulled.manifest.digest)));
-      return pulled.config;
-    },
-  });
-  const pin = (image: string, platform: string) => pinned.get(`${image} ${platform}`) ?? image;
-  const stages = plan.stages.map((stage) => ({
-    ...stage,
-    base:
-      stage.base.kind === "image"
-        ? { kind: "image" as const, image: pin(stage.base.image, stage.platform) }
-        : stage.base,
-  }));
-  const planText = JSON.stringify({ ...plan, stages });
-  process.stdout.write(`{"kilnPlan":${planText}}\n`);
-  const digest = sha256(planText);
+  const resolve = async (image: string, platform: string) => {
+    const ref = parseReference(image);
+    const pulled = await pullImage(ref, reg, {
+      platform: parsePlatform(platform),
+      blobDir,
+      lazyLayers: true,
+    });
+    pinned.set(`${image} ${platform}`, formatReference(withDigest(ref, pulled.manifest.digest)));
+    return pulled.config;
+  };
+  let plan: BuildPlan;
+  if (job.dockerfile !== undefined) {
+    const df = job.dockerfile;
+    const text = df.inline ?? (await readDockerfile(dir, df.path ?? DEFAULT_DOCKERFILE));
+    plan = await compileDockerfile(text, {
+      buildArgs: df.buildArgs ?? {},
+      ...(df.target !== undefined ? { target: df.target } : {}),
+      platforms: job.platforms,
+      buildPlatform: "linux/amd64",
+      timestamp: job.timestamp,
+      resolveImageConfig: resolve,
+    });
+  } else if (job.layers !== undefined) {
+    plan = compileLayerSpec({ ...job.layers, platforms: job.platforms }, job.timestamp);
+  } else {
+    throw new InvalidInputError("a plan job names neither a Dockerfile nor layers");
+  }
+  const stages = [];
+  for (const stage of plan.stages) {
+    if (stage.base.kind !== "image") {
+      stages.push(stage);
+      continue;
+    }
+    const key = `${stage.base.image} ${stage.platform}`;
+    if (!pinned.has(key)) await resolve(stage.base.image, stage.platform);
+    stages.push({ ...stage, base: { kind: "image" as const, image: pinned.get(key)! } });
+  }
+  const text = JSON.stringify({ plan: { ...plan, stages }, source });
+  process.stdout.write(`{"kilnPlan":${text}}\n`);
+  const digest = sha256(text);
   log.info({ stages: stages.length, digest }, "Planned the build");
   return { digest, steps: [] };
+}
+
+/**
+ * Fetches the job's source into `dir`: inline files, a git commit, an archive or an OCI artifact (through the
+ * ImageBuild's pull secrets), and returns it pinned.
+ */
+async function fetchContext(
+  job: StageJobOf<"stage" | "plan">,
+  dir: string,
+  opts: StageOptions,
+  log: Logger,
+): Promise<FetchedSource> {
+  const credentials = new Map<string, Credentials>();
+  const pullFiles = await readdir(SourceSecretPath.Pull).catch(() => [] as string[]);
+  for (const f of pullFiles.filter((n) => n.endsWith(".json")).sort())
+    for (const [host, c] of await loadDockerConfig(join(SourceSecretPath.Pull, f))) credentials.set(host, c);
+  return fetchSource(job.source, dir, {
+    ...(existsSync(SourceSecretPath.Git) ? { gitSecretDir: SourceSecretPath.Git } : {}),
+    registry: {
+      insecure: [...opts.insecure, ...registryHosts(job)],
+      mirrors: parseMirrors(opts.mirrors),
+      credentials,
+      logger: log,
+    },
+    logger: log,
+  });
 }
 
 async function readDockerfile(dir: string, path: string): Promise<string> {
@@ -431,15 +471,6 @@ function stepResults(
       ...(l !== undefined ? { digest: l.digest, size: l.size } : {}),
     };
   });
-}
-
-async function writeContext(dir: string, files: Readonly<Record<string, string>>): Promise<void> {
-  await mkdir(dir, { recursive: true });
-  for (const [path, text] of Object.entries(files)) {
-    const file = join(dir, path);
-    await mkdir(dirname(file), { recursive: true });
-    await writeFile(file, text, { mode: 0o644 });
-  }
 }
 
 async function pushStage(opts: StageOptions, log: Logger): Promise<StageResult> {

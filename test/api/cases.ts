@@ -23,7 +23,7 @@ export const GOOD_SPEC_DEFAULTED = {
 export const GOOD_SOURCES = [
   {
     git: {
-      url: "git@github.com:org/repo.git",
+      url: "https://github.com/org/repo.git",
       revision: "v1.2.0",
       subPath: "services/api",
       secretRef: { name: "git" },
@@ -31,7 +31,7 @@ export const GOOD_SOURCES = [
   },
   {
     git: {
-      url: "ssh://git@git.example.com:2222/org/repo.git",
+      url: "http://git.example.com:8080/org/repo.git",
       revision: "0123456789abcdef0123456789abcdef01234567",
     },
   },
@@ -98,13 +98,19 @@ export const BAD_CASES: readonly BadCase[] = [
     name: "ftp git url",
     spec: git({ url: "ftp://h/r.git" }),
     field: "source.git.url",
-    message: "must be a Git URL: https://, http://, ssh://, git:// or user@host:path",
+    message: "must be an https:// or http:// Git URL (ssh is not supported)",
+  },
+  {
+    name: "ssh git url",
+    spec: git({ url: "git@github.com:org/repo.git" }),
+    field: "source.git.url",
+    message: "must be an https:// or http:// Git URL (ssh is not supported)",
   },
   {
     name: "git url with spaces",
     spec: git({ url: "my repo" }),
     field: "source.git.url",
-    message: "must be a Git URL: https://, http://, ssh://, git:// or user@host:path",
+    message: "must be an https:// or http:// Git URL (ssh is not supported)",
   },
   {
     name: "revision with a space",

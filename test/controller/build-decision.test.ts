@@ -36,6 +36,7 @@ function world(ib: ImageBuild, pods: Record<string, V1Pod> = {}, more: Partial<W
   return {
     ib,
     plan: plan === PLANNED_BY_POD ? undefined : plan,
+    source: ib.spec.source,
     pods: new Map(Object.entries(pods)),
     stalePods: [],
     attempts: {},
@@ -68,7 +69,6 @@ const job = stageJob(
     steps: [
       {
         kind: "copy",
-        line: 1,
         createdBy: "COPY hello.txt /hello.txt",
         ops: [
           {
@@ -376,7 +376,7 @@ test("a Dockerfile build plans in a plan pod first, then builds the plan's stage
     dockerfile: { inline: "FROM busybox\nRUN true\n", buildArgs: { V: "1" } },
     platforms: ["linux/amd64"], // the CRD's default
     timestamp: 0,
-    context: { files: { "hello.txt": "hello\n" } },
+    source: { inline: { files: { "hello.txt": "hello\n" } } },
     push: { image: "registry:5000/team/hello:v1", tagged: false, tags: [], insecure: true },
   };
   assert.deepEqual(first.create, [

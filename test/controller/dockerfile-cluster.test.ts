@@ -1,12 +1,14 @@
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { suite, type TestContext, test } from "node:test";
 import { readComparableImage } from "../helpers/image-tree.ts";
 import { runKiln } from "../helpers/kiln-cli.ts";
 import { skopeo } from "../helpers/skopeo.ts";
+import { startGitServer } from "../source/git-server.ts";
 import {
   type Cluster,
   cluster,
@@ -192,5 +194,89 @@ suite("Dockerfile builds on the test cluster", { concurrency: true, timeout: 400
     const nobase = await finished(c, ns, "nobase");
     assert.equal(nobase.status?.phase, "Failed");
     assert.match(nobase.status?.failure?.message ?? "", /busybox:no-such-tag/);
+  });
+
+  test("a git source (basic auth, subPath) and an OCI-artifact source: fetched and pinned by the plan pod, built in pods", async (t) => {
+    const { c, ns } = await started(t);
+    const r = c.env.KILN_TEST_REGISTRY;
+    const host = r.split(":")[0]!;
+    const work = await mkdtemp(join(tmpdir(), "kiln-src-"));
+    t.after(() => rm(work, { recursive: true, force: true }));
+    const checkout = join(work, "checkout");
+    const git = (...args: string[]) =>
+      execFileSync("git", ["-C", checkout, ...args], {
+        env: {
+          ...process.env,
+          GIT_AUTHOR_NAME: "k",
+          GIT_AUTHOR_EMAIL: "k@k",
+          GIT_COMMITTER_NAME: "k",
+          GIT_COMMITTER_EMAIL: "k@k",
+        },
+      })
+        .toString()
+        .trim();
+    await mkdir(join(checkout, "app"), { recursive: true });
+    await writeFile(
+      join(checkout, "app", "Dockerfile"),
+      "FROM busybox\nCOPY msg.txt /msg.txt\nRUN cat /msg.txt > /copied.txt\n",
+    );
+    await writeFile(join(checkout, "app", "msg.txt"), "from git\n");
+    await writeFile(join(checkout, "outside.txt"), "not in the context\n");
+    git("init", "-q", "-b", "main");
+    git("add", "-A");
+    git("commit", "-q", "-m", "first");
+    const commit = git("rev-parse", "HEAD");
+    execFileSync("git", ["clone", "-q", "--bare", checkout, join(work, "repos", "app.git")]);
+    // Pods reach the test host on the cluster bridge the test setup made.
+    const server = await startGitServer({
+      root: join(work, "repos"),
+      host,
+      login: { username: "u", password: "p" },
+    });
+    t.after(() => server.close());
+    await c.client.request("POST", `/api/v1/namespaces/${ns}/secrets`, {
+      body: {
+        apiVersion: "v1",
+        kind: "Secret",
+        metadata: { name: "git", namespace: ns },
+        type: "kubernetes.io/basic-auth",
+        stringData: { username: "u", password: "p" },
+      },
+    });
+    await createImageBuild(c, ns, "fromgit", {
+      source: {
+        git: { url: `${server.url}/app.git`, revision: "main", subPath: "app", secretRef: { name: "git" } },
+      },
+      dockerfile: {},
+      output: { image: `${r}/e2e/${ns}/fromgit:v1`, insecure: true },
+    });
+
+    const ctx = join(work, "ctx");
+    await mkdir(ctx);
+    await writeFile(join(ctx, "page.html"), "<p>from an artifact</p>\n");
+    const pushed = await runKiln(["context", "push", "--insecure-registry", r, ctx, `${r}/e2e/${ns}/ctx:v1`]);
+    assert.equal(pushed.code, 0, pushed.stderr);
+    await createImageBuild(c, ns, "fromoci", {
+      source: { oci: { image: pushed.stdout.trim() } },
+      layers: {
+        base: `${r}/library/busybox:latest`,
+        layers: [{ files: [{ src: "page.html", dest: "/www/" }] }],
+      },
+      output: { image: `${r}/e2e/${ns}/fromoci:v1`, insecure: true },
+    });
+
+    const fromGit = await finished(c, ns, "fromgit");
+    assert.equal(fromGit.status?.phase, "Succeeded", JSON.stringify(fromGit.status?.failure));
+    const gitImage = await imageTree(`${r}/e2e/${ns}/fromgit@${fromGit.status?.digest}`);
+    const sha = (text: string) => createHash("sha256").update(text).digest("hex");
+    assert.equal(gitImage.tree.get("/copied.txt")?.sha256, sha("from git\n"));
+    // Every pod after the plan pod fetched the commit the plan pod pinned, not the branch again.
+    const wants = server.uploadRequests.filter((b) => b.includes(`want ${commit}`));
+    assert.ok(wants.length >= 2, `fetches of ${commit}: ${server.uploadRequests.length} upload requests`);
+
+    const fromOci = await finished(c, ns, "fromoci");
+    assert.equal(fromOci.status?.phase, "Succeeded", JSON.stringify(fromOci.status?.failure));
+    const ociImage = await imageTree(`${r}/e2e/${ns}/fromoci@${fromOci.status?.digest}`);
+    assert.equal(ociImage.tree.get("/www/page.html")?.sha256, sha("<p>from an artifact</p>\n"));
   });
 });

@@ -98,7 +98,7 @@ export function stageJob(stage: Stage, files: Record<string, string>): StageJob 
     timestamp: 0,
     dockerfile: false,
     inputs: {},
-    context: { files },
+    source: { inline: { files } },
     push: { image: "registry:5000/team/hello:v1", tagged: true, tags: [], insecure: true },
   };
 }

@@ -2,7 +2,7 @@ import { spawn } from "node:child_process";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 
 export interface GitServer {
-  /** `http://127.0.0.1:<port>`; repositories are at `<url>/<name>.git`. */
+  /** `http://<host>:<port>`; repositories are at `<url>/<name>.git`. */
   readonly url: string;
   /** Requests seen, as `METHOD path`, for tests that check what was fetched. */
   readonly requests: string[];
@@ -18,6 +18,8 @@ export interface GitServerOptions {
   readonly login?: { readonly username: string; readonly password: string };
   /** Statuses answered before the real answers, one a request, to test retries. */
   readonly failFirst?: number[];
+  /** Address to listen on: loopback, or the test cluster's bridge for pods to reach. */
+  readonly host?: string;
 }
 
 /**
@@ -44,10 +46,10 @@ export async function startGitServer(options: GitServerOptions): Promise<GitServ
     }
     serveCgi(req, res, options.root, options.login?.username, (body) => uploadRequests.push(body));
   });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  await new Promise<void>((resolve) => server.listen(0, options.host ?? "127.0.0.1", resolve));
   const { port } = server.address() as { port: number };
   return {
-    url: `http://127.0.0.1:${port}`,
+    url: `http://${options.host ?? "127.0.0.1"}:${port}`,
     requests,
     uploadRequests,
     close: async () => {
