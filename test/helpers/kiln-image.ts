@@ -1,86 +1,100 @@
 import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
-import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readdir, readFile } from "node:fs/promises";
 import { join, relative, resolve } from "node:path";
 import { promisify } from "node:util";
-import { builtRuntime } from "../../src/build/local-runtime.ts";
 
 const run = promisify(execFile);
 const ROOT = resolve(import.meta.dirname, "../..");
+export const DOCKERFILE: string = join(ROOT, "Dockerfile");
+const REPOSITORY = "kiln/kiln";
 
-async function* files(dir: string): AsyncGenerator<string> {
-  for (const e of await readdir(dir, { withFileTypes: true })) {
-    const p = join(dir, e.name);
-    if (e.isDirectory()) yield* files(p);
-    else yield p;
+/** What the Dockerfile reads from the context, besides node_modules (package-lock.json stands for it). */
+const INPUTS = ["Dockerfile", ".dockerignore", "package.json", "package-lock.json", "scripts/runtime", "src"];
+
+/**
+ * kiln's image as build pods run it in the test cluster, built by kiln itself from the repository's Dockerfile
+ * (`kiln build -f Dockerfile`, its RUN step under runc) with `registry` as the Docker Hub mirror, and pushed
+ * there under a tag that is a hash of the Dockerfile's inputs and bases, so every test (and run) with the same
+ * sources reuses one image. Returns the reference pinned by digest.
+ */
+export async function kilnImage(registry: string): Promise<string> {
+  const buildArgs = await dockerfileBases(registry);
+  const tag = await contentHash(buildArgs);
+  const ref = `${registry}/${REPOSITORY}:${tag}`;
+  if ((await manifestDigest(registry, REPOSITORY, tag)) === undefined) {
+    const args = ["build", "-f", DOCKERFILE, "--registry-mirror", `docker.io=${registry}`];
+    args.push("--insecure-registry", registry, "--push", ref);
+    for (const [k, v] of Object.entries(buildArgs)) args.push("--build-arg", `${k}=${v}`);
+    await run(join(ROOT, "bin/kiln"), [...args, ROOT], { maxBuffer: 16 << 20 });
   }
-}
-
-/** A hash over what goes into the image: kiln's sources, the runtime's folder name and the base's reference. */
-async function contentHash(base: string, runtime: string): Promise<string> {
-  const h = createHash("sha256").update(base).update(runtime);
-  for (const f of ["package.json", "package-lock.json"]) h.update(f).update(await readFile(join(ROOT, f)));
-  const srcFiles: string[] = [];
-  for await (const f of files(join(ROOT, "src"))) srcFiles.push(f);
-  for (const f of srcFiles.sort()) h.update(relative(ROOT, f)).update(await readFile(f));
-  return h.digest("hex").slice(0, 16);
-}
-
-async function exists(registry: string, repository: string, tag: string): Promise<boolean> {
-  const res = await fetch(`http://${registry}/v2/${repository}/manifests/${tag}`, {
-    method: "HEAD",
-    headers: { accept: "application/vnd.oci.image.manifest.v1+json" },
-  });
-  return res.ok;
+  const digest = await manifestDigest(registry, REPOSITORY, tag);
+  if (digest === undefined) throw new Error(`kiln image ${ref} is not in the registry after the build`);
+  return `${registry}/${REPOSITORY}@${digest}`;
 }
 
 /**
- * The kiln image build pods run in the test cluster: Debian (from the test registry) plus kiln's
- * self-contained runtime at /kiln (scripts/runtime/build) with this checkout's src/, started as
- * `/kiln/bin/kiln`; stage pods copy that /kiln into their stage containers. Built
- * with `kiln build --spec` itself and pushed to `registry` under a tag that is the content hash, so every
- * test (and run) with the same sources reuses one image. Returns the reference pinned by digest.
+ * Build arguments pinning the Dockerfile's bases (its `ARG …_IMAGE=name:tag` defaults) to the digests
+ * `registry` serves under their Docker Hub names, e.g. `NODE_IMAGE=node:24.22.3-bookworm-slim@sha256:…`.
+ * test/images/build pushes them first when the registry lacks one.
  */
-export async function kilnImage(registry: string): Promise<string> {
-  const base = `${registry}/library/debian:bookworm-slim`;
-  const repository = "kiln/kiln";
-  const runtime = await builtRuntime();
-  const tag = await contentHash(base, runtime);
-  const ref = `${registry}/${repository}:${tag}`;
-  if (!(await exists(registry, repository, tag))) {
-    const dir = await mkdtemp(join(tmpdir(), "kiln-image-"));
-    try {
-      const spec = {
-        base,
-        layers: [
-          {
-            comment: "kiln runtime",
-            files: [{ src: `${relative(ROOT, runtime)}/`, dest: "/kiln/", exclude: ["src"] }],
-          },
-          { comment: "kiln", files: [{ src: "src", dest: "/kiln/src/" }] },
-        ],
-        config: {
-          entrypoint: ["/kiln/bin/kiln"],
-          workingDir: "/kiln",
-          env: { NODE_ENV: "production" },
-        },
-      };
-      await writeFile(join(dir, "spec.json"), JSON.stringify(spec));
-      await run(
-        join(ROOT, "bin/kiln"),
-        ["build", "--spec", join(dir, "spec.json"), "--insecure-registry", registry, "--push", ref, ROOT],
-        { maxBuffer: 16 << 20 },
-      );
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
+export async function dockerfileBases(registry: string): Promise<Record<string, string>> {
+  const dockerfile = await readFile(DOCKERFILE, "utf8");
+  const bases = [...dockerfile.matchAll(/^ARG (\w+_IMAGE)=([^\s:@/]+):(\S+)$/gm)].map(
+    ([, arg, name, tag]) => ({
+      arg: arg!,
+      image: `${name}:${tag}`,
+      digest: () => manifestDigest(registry, `library/${name}`, tag!),
+    }),
+  );
+  if (bases.length === 0) throw new Error("the Dockerfile has no ARG …_IMAGE=name:tag bases");
+  let digests = await Promise.all(bases.map((b) => b.digest()));
+  if (digests.includes(undefined)) {
+    await run(join(ROOT, "test/images/build"), [registry], { maxBuffer: 16 << 20 });
+    digests = await Promise.all(bases.map((b) => b.digest()));
   }
+  return Object.fromEntries(
+    bases.map((b, i) => {
+      const digest = digests[i];
+      if (digest === undefined) throw new Error(`${registry} serves no library/${b.image}`);
+      return [b.arg, `${b.image}@${digest}`];
+    }),
+  );
+}
+
+/** A hash over what goes into the image: the Dockerfile's inputs from the checkout and its pinned bases. */
+export async function contentHash(buildArgs: Readonly<Record<string, string>>): Promise<string> {
+  const h = createHash("sha256").update(JSON.stringify(buildArgs));
+  for (const input of INPUTS) {
+    for await (const f of files(join(ROOT, input))) h.update(relative(ROOT, f)).update(await readFile(f));
+  }
+  return h.digest("hex").slice(0, 16);
+}
+
+/** The files below `path` in a fixed order, or `path` itself when it is a file. */
+async function* files(path: string): AsyncGenerator<string> {
+  const entries = await readdir(path, { withFileTypes: true }).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === "ENOTDIR") return undefined;
+    throw err;
+  });
+  if (entries === undefined) {
+    yield path;
+    return;
+  }
+  for (const e of entries.sort((a, b) => (a.name < b.name ? -1 : 1))) yield* files(join(path, e.name));
+}
+
+async function manifestDigest(
+  registry: string,
+  repository: string,
+  tag: string,
+): Promise<string | undefined> {
   const res = await fetch(`http://${registry}/v2/${repository}/manifests/${tag}`, {
     method: "HEAD",
-    headers: { accept: "application/vnd.oci.image.manifest.v1+json" },
+    headers: {
+      accept:
+        "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json",
+    },
   });
-  const digest = res.headers.get("docker-content-digest");
-  if (!res.ok || digest === null) throw new Error(`kiln image ${ref} is not in the registry after the build`);
-  return `${registry}/${repository}@${digest}`;
+  return res.ok ? (res.headers.get("docker-content-digest") ?? undefined) : undefined;
 }
