@@ -9,7 +9,7 @@ const USAGE = `usage: kiln <command> [options]
 commands:
   build       build an image locally from a layer spec or a Dockerfile
   controller  reconcile ImageBuilds into build pods (kubeconfig or in-cluster config)
-  stage       run one unit of a build inside its pod: stage build | push | index
+  stage       run one unit of a build inside its pod: stage plan | build | prepare | push | index
   executor    run a stage's steps in the root it runs in (inside a stage container)
   crd         write the ImageBuild CustomResourceDefinition (--output DIR; default crds and charts/kiln/crds)
   context     push DIR REF: upload a build context as an OCI artifact for spec.source.oci

@@ -368,7 +368,12 @@ const PlatformString = z.string().describe("os/arch[/variant].");
 
 export const StepStatusSchema = z
   .object({
-    line: z.number().int().positive().optional().describe("Dockerfile line (or layers item) of the step."),
+    line: z
+      .number()
+      .int()
+      .positive()
+      .optional()
+      .describe("Dockerfile line of the step (layer-spec steps have none)."),
     instruction: z.string().describe("The instruction as written, possibly shortened."),
     cached: z.boolean().describe("The step's result came from the cache."),
     durationMs: z.number().int().nonnegative().describe("How long the step ran, in milliseconds."),

@@ -13,7 +13,7 @@ const MESSAGE_LIMIT = 1024;
 const LOG_LIMIT = 2048;
 
 export const StepResultSchema = z.object({
-  /** Dockerfile line (or layers item) of the step. */
+  /** Dockerfile line of the step (layer-spec steps have none). */
   line: z.number().int().positive().optional(),
   cached: z.boolean(),
   ms: z.number().int().nonnegative(),
