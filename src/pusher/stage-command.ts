@@ -1,6 +1,6 @@
 import { existsSync, statSync } from "node:fs";
 import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
-import { dirname, join } from "node:path";
+import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { DEFAULT_DOCKERFILE } from "../api/image-build.ts";
 import { SourceSecretPath, type StageJob, StageJobSchema, stageBaseImage } from "../api/stage-job.ts";

@@ -1,5 +1,4 @@
 import assert from "node:assert/strict";
-import { createHash } from "node:crypto";
 import { suite, type TestContext, test } from "node:test";
 import type { V1Pod } from "@kubernetes/client-node";
 import type { ImageBuild } from "../../src/api/image-build.ts";
