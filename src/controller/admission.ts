@@ -25,6 +25,11 @@ export class Admission {
     return this.#waiting.size;
   }
 
+  /** Whether `key` was turned away and waits for a slot. */
+  isWaiting(key: string): boolean {
+    return this.#waiting.has(key);
+  }
+
   /** Whether `key` may run now; `running` says it already has pods. */
   admit(key: string, namespace: string, running: boolean): boolean {
     if (this.#active.has(key)) return true;

@@ -1,8 +1,10 @@
 import { randomUUID } from "node:crypto";
 import { createServer, type Server } from "node:http";
 import type { KubernetesObject, V1Pod } from "@kubernetes/client-node";
+import { Phase } from "../api/image-build.ts";
 import { KubeClient } from "../kube/client.ts";
-import { Informer } from "../kube/informer.ts";
+import { EventRecorder } from "../kube/event-recorder.ts";
+import { Informer, trimMetadata } from "../kube/informer.ts";
 import type { KubeEndpoint } from "../kube/kubeconfig.ts";
 import { LeaderElector } from "../kube/lease.ts";
 import { imageBuildsPath, podsPath } from "../kube/resources.ts";
@@ -11,8 +13,15 @@ import { Admission } from "./admission.ts";
 import { createMetrics, type Metrics } from "./metrics.ts";
 import { Label } from "./names.ts";
 import type { BuilderConfig } from "./pod-builder.ts";
+import { summarizePod } from "./pod-state.ts";
 import { WorkQueue } from "./queue.ts";
 import { Expectations, Plans, RecentWrites, reconcile } from "./reconcile.ts";
+
+/** Event writes in flight at once. */
+const EVENT_CONCURRENCY = 2;
+/** How long a graceful stop waits for events still queued. */
+const STOP_EVENTS_MS = 3000;
+const FINISHED = new Set<string>([Phase.Succeeded, Phase.Failed]);
 
 export interface ControllerOptions {
   readonly builder: BuilderConfig;
@@ -50,7 +59,9 @@ export class Controller {
   readonly #podsByOwner = new Map<string, Map<string, V1Pod>>();
   /** ImageBuilds as the API server sent them; reconcile parses the one it looks at. */
   readonly #imageBuilds: Informer<KubernetesObject>;
+  /** Build pods, as much of them as reconciles read (summarizePod). */
   readonly #pods: Informer<V1Pod>;
+  readonly #events: EventRecorder;
   readonly #elector: LeaderElector | undefined;
   #server: Server | undefined;
   #workers: Promise<void> | undefined;
@@ -60,19 +71,30 @@ export class Controller {
   onLostLeadership: () => void = () => {};
 
   constructor(endpoint: KubeEndpoint, opts: ControllerOptions, log: Logger) {
-    this.client = new KubeClient(endpoint);
+    // Every worker and the event recorder may hold a connection; the lease renewal must find one too.
+    this.client = new KubeClient(endpoint, { maxConnections: opts.workers + EVENT_CONCURRENCY + 2 });
     this.metrics = createMetrics();
     this.#opts = opts;
     this.#log = log;
     this.#admission = new Admission(opts.maxConcurrentBuilds, opts.maxConcurrentBuildsPerNamespace);
+    this.#events = new EventRecorder(this.client, {
+      source: {
+        component: "kiln-controller",
+        instance: opts.leaderElection?.identity ?? "kiln-controller",
+      },
+      log,
+      concurrency: EVENT_CONCURRENCY,
+    });
     this.#imageBuilds = new Informer<KubernetesObject>(this.client, {
       path: imageBuildsPath(opts.namespace),
+      transform: trimMetadata,
       log,
-      onChange: (ib) => this.#queue.add(`${ib.metadata?.namespace}/${ib.metadata?.name}`),
+      onChange: (ib, verb) => this.#onImageBuild(ib, verb),
     });
     this.#pods = new Informer<V1Pod>(this.client, {
       path: podsPath(opts.namespace),
       labelSelector: Label.ImageBuildUid,
+      transform: summarizePod,
       log,
       onChange: (pod, verb) => this.#onPod(pod, verb),
     });
@@ -154,10 +176,8 @@ export class Controller {
           maxAttempts: this.#opts.maxAttempts,
           retryDelayMs: (n) => Math.min(60_000, 1000 * 2 ** (n - 2)),
         },
-        events: {
-          component: "kiln-controller",
-          instance: this.#opts.leaderElection?.identity ?? "kiln-controller",
-        },
+        events: this.#events,
+        othersWaiting: () => this.#queue.urgentLength > 0,
         metrics: this.metrics,
         log,
         now: () => new Date(),
@@ -166,8 +186,34 @@ export class Controller {
     this.metrics.reconciles.inc({ result: "ok" });
     this.metrics.reconcileDuration.observe((performance.now() - started) / 1000);
     this.#queue.forget(key);
+    if (result.deferred) this.#queue.add(key);
     if (result.requeueAfterMs !== undefined) this.#queue.addAfter(key, result.requeueAfterMs);
-    for (const k of result.wake ?? []) this.#queue.add(k);
+    // Woken builds were given slots: their first pods are due.
+    for (const k of result.wake ?? []) this.#queue.add(k, true);
+  }
+
+  /**
+   * An ImageBuild that waits for its first pods of this generation goes ahead of every other key: the
+   * pods are what its user waits for, while other keys only bring status and bookkeeping up to date.
+   */
+  #onImageBuild(ib: KubernetesObject, verb: "add" | "update" | "delete"): void {
+    const key = `${ib.metadata?.namespace}/${ib.metadata?.name}`;
+    this.#queue.add(key, verb !== "delete" && this.#waitsForPods(key, ib));
+  }
+
+  #waitsForPods(
+    key: string,
+    ib: KubernetesObject & { status?: { observedGeneration?: number; phase?: string } },
+  ) {
+    const meta = ib.metadata;
+    const uid = meta?.uid ?? "";
+    const generation = String(meta?.generation ?? 0);
+    if (meta?.deletionTimestamp !== undefined || this.#admission.isWaiting(key)) return false;
+    if (ib.status?.observedGeneration === meta?.generation && FINISHED.has(ib.status?.phase ?? ""))
+      return false;
+    for (const pod of this.#podsByOwner.get(uid)?.values() ?? [])
+      if (pod.metadata?.labels?.[Label.Generation] === generation) return false;
+    return this.#expectations.pending(uid).length === 0;
   }
 
   #onPod(pod: V1Pod, verb: "add" | "update" | "delete"): void {
@@ -203,6 +249,8 @@ export class Controller {
           .end(ok ? "ok\n" : "caches not synced\n");
       } else if (path === "/metrics") {
         this.metrics.queueDepth.set(this.#queue.length);
+        this.metrics.eventsPending.set(this.#events.pending);
+        this.metrics.eventsDropped.set(this.#events.dropped);
         this.metrics.activeBuilds.set(this.#admission.active);
         for (const [verb, n] of this.client.requests) this.metrics.kubeRequests.set({ verb }, n);
         this.metrics.registry.metrics().then(
@@ -225,6 +273,7 @@ export class Controller {
     this.#stopping ??= (async () => {
       this.#queue.shutdown();
       await this.#workers;
+      await this.#events.flush(STOP_EVENTS_MS);
       await Promise.all([this.#imageBuilds.stop(), this.#pods.stop()]);
       await this.#elector?.release();
       await new Promise<void>((resolve) => (this.#server ? this.#server.close(() => resolve()) : resolve()));

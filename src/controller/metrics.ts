@@ -12,6 +12,8 @@ export interface Metrics {
   readonly cacheHits: Counter;
   readonly activeBuilds: Gauge;
   readonly kubeRequests: Gauge<"verb">;
+  readonly eventsPending: Gauge;
+  readonly eventsDropped: Gauge;
 }
 
 export function createMetrics(): Metrics {
@@ -71,6 +73,16 @@ export function createMetrics(): Metrics {
       name: "kiln_kube_requests",
       help: "Requests sent to the Kubernetes API since start, by verb.",
       labelNames: ["verb"],
+      registers: [registry],
+    }),
+    eventsPending: new Gauge({
+      name: "kiln_events_pending",
+      help: "Events queued or being sent.",
+      registers: [registry],
+    }),
+    eventsDropped: new Gauge({
+      name: "kiln_events_dropped",
+      help: "Events dropped since start because too many were queued.",
       registers: [registry],
     }),
   };

@@ -1,4 +1,4 @@
-import type { V1ContainerStatus, V1Pod } from "@kubernetes/client-node";
+import type { V1ContainerStatus, V1Pod, V1PodCondition } from "@kubernetes/client-node";
 import { parseStageResult, type StageFailure, type StageResult } from "../api/stage-result.ts";
 
 /**
@@ -40,6 +40,66 @@ const DISRUPTED_POD_REASONS = new Set([
   "NodeAffinity",
   "UnexpectedAdmissionError",
 ]);
+
+/**
+ * What the pod cache keeps of a build pod: the fields reconcile, the build decision and podState read.
+ * Its spec, the job annotation (a whole stage job, inline files included) and the container statuses'
+ * image fields are left out; a thousand build pods then cost the cache well under a MiB. A reader of
+ * any other pod field must add it here.
+ */
+export function summarizePod(pod: V1Pod): V1Pod {
+  const m = pod.metadata ?? {};
+  const s = pod.status;
+  const owner = m.ownerReferences?.find((r) => r.controller);
+  return {
+    metadata: {
+      name: m.name,
+      namespace: m.namespace,
+      uid: m.uid,
+      resourceVersion: m.resourceVersion,
+      creationTimestamp: m.creationTimestamp,
+      ...(m.deletionTimestamp !== undefined ? { deletionTimestamp: m.deletionTimestamp } : {}),
+      labels: m.labels,
+      ...(owner !== undefined
+        ? {
+            ownerReferences: [
+              {
+                apiVersion: owner.apiVersion,
+                kind: owner.kind,
+                name: owner.name,
+                uid: owner.uid,
+                controller: true,
+              },
+            ],
+          }
+        : {}),
+    },
+    ...(s !== undefined
+      ? {
+          status: {
+            phase: s.phase,
+            ...(s.reason !== undefined ? { reason: s.reason } : {}),
+            ...(s.message !== undefined ? { message: s.message } : {}),
+            ...(s.startTime !== undefined ? { startTime: s.startTime } : {}),
+            ...(s.conditions !== undefined
+              ? {
+                  conditions: s.conditions.map((c) => ({ type: c.type, status: c.status }) as V1PodCondition),
+                }
+              : {}),
+            ...(s.initContainerStatuses !== undefined
+              ? { initContainerStatuses: s.initContainerStatuses.map(containerSummary) }
+              : {}),
+            ...(s.containerStatuses !== undefined
+              ? { containerStatuses: s.containerStatuses.map(containerSummary) }
+              : {}),
+          },
+        }
+      : {}),
+  };
+}
+
+// The type asks for image, imageID, ready and restartCount, which nothing here reads.
+const containerSummary = (c: V1ContainerStatus) => ({ name: c.name, state: c.state }) as V1ContainerStatus;
 
 /** JSON times arrive as strings; client-node's types call them Date. */
 export function timeOf(t: Date | string | undefined): string | undefined {

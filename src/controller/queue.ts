@@ -2,7 +2,8 @@
  * A work queue with client-go's guarantees: a key waiting once is queued once however often it is added
  * (de-duplication), a key is never handled by two workers at once (an add while it runs queues it again for
  * after), failures come back after an exponentially growing per-key delay, and `addAfter` schedules a look
- * later (the earliest of several wins).
+ * later (the earliest of several wins). Keys added as urgent are handed out before all others, in arrival
+ * order within each lane; adding a waiting key as urgent moves it to the urgent lane.
  */
 
 export interface QueueOptions {
@@ -13,9 +14,11 @@ export interface QueueOptions {
 export type Handler = (key: string) => Promise<void>;
 
 export class WorkQueue {
-  readonly #queue: string[] = [];
-  #head = 0;
-  readonly #dirty = new Set<string>();
+  // Sets keep insertion order: each is one lane, first in, first out.
+  readonly #urgent = new Set<string>();
+  readonly #normal = new Set<string>();
+  /** Keys added while a worker held them, and whether any of those adds was urgent. */
+  readonly #again = new Map<string, boolean>();
   readonly #processing = new Set<string>();
   readonly #failures = new Map<string, number>();
   readonly #timers = new Map<string, { at: number; timer: NodeJS.Timeout }>();
@@ -31,14 +34,27 @@ export class WorkQueue {
 
   /** Keys waiting (not counting those being handled or scheduled for later). */
   get length(): number {
-    return this.#queue.length - this.#head;
+    return this.#urgent.size + this.#normal.size;
   }
 
-  add(key: string): void {
-    if (this.#shuttingDown || this.#dirty.has(key)) return;
-    this.#dirty.add(key);
-    if (this.#processing.has(key)) return; // done() queues it again
-    this.#push(key);
+  /** Urgent keys waiting. */
+  get urgentLength(): number {
+    return this.#urgent.size;
+  }
+
+  add(key: string, urgent = false): void {
+    if (this.#shuttingDown || this.#urgent.has(key)) return;
+    if (this.#processing.has(key)) {
+      this.#again.set(key, urgent || (this.#again.get(key) ?? false)); // done() queues it again
+      return;
+    }
+    if (this.#normal.has(key)) {
+      if (!urgent) return;
+      this.#normal.delete(key);
+    }
+    (urgent ? this.#urgent : this.#normal).add(key);
+    const waiter = this.#waiters.shift();
+    if (waiter !== undefined) waiter(this.#take());
   }
 
   addAfter(key: string, ms: number): void {
@@ -83,7 +99,10 @@ export class WorkQueue {
   /** Marks a key handled; if it was added meanwhile it is queued again. */
   done(key: string): void {
     this.#processing.delete(key);
-    if (this.#dirty.has(key)) this.#push(key);
+    const urgent = this.#again.get(key);
+    if (urgent === undefined) return;
+    this.#again.delete(key);
+    this.add(key, urgent);
   }
 
   /**
@@ -116,24 +135,10 @@ export class WorkQueue {
     for (const w of this.#waiters.splice(0)) w(undefined);
   }
 
-  #push(key: string): void {
-    const waiter = this.#waiters.shift();
-    if (waiter !== undefined) {
-      this.#dirty.delete(key);
-      this.#processing.add(key);
-      waiter(key);
-      return;
-    }
-    this.#queue.push(key);
-  }
-
   #take(): string {
-    const key = this.#queue[this.#head++]!;
-    if (this.#head > 1024 && this.#head * 2 > this.#queue.length) {
-      this.#queue.splice(0, this.#head);
-      this.#head = 0;
-    }
-    this.#dirty.delete(key);
+    const lane = this.#urgent.size > 0 ? this.#urgent : this.#normal;
+    const key = lane.values().next().value as string;
+    lane.delete(key);
     this.#processing.add(key);
     return key;
   }

@@ -1,15 +1,9 @@
-import type { V1Pod } from "@kubernetes/client-node";
+import type { KubernetesObject, V1Pod } from "@kubernetes/client-node";
 import { type Failure, type ImageBuild, ImageBuildSchema, Phase } from "../api/image-build.ts";
 import { isConflict, type KubeClient } from "../kube/client.ts";
-import {
-  createPod,
-  deletePod,
-  type EventSource,
-  patchMetadata,
-  readPodLog,
-  recordEvent,
-  writeStatus,
-} from "../kube/resources.ts";
+import type { EventRecorder } from "../kube/event-recorder.ts";
+import { trimMetadata } from "../kube/informer.ts";
+import { createPod, deletePod, patchMetadata, readPodLog, writeStatus } from "../kube/resources.ts";
 import type { Logger } from "../log.ts";
 import type { Admission } from "./admission.ts";
 import { type Attempts, type DecideOptions, decide, isFinished } from "./build-decision.ts";
@@ -19,7 +13,15 @@ import { Annotation, FINALIZER, Label, planPodName } from "./names.ts";
 import { podState } from "./pod-state.ts";
 
 export type Request = { readonly namespace: string; readonly name: string };
-export type Result = { readonly requeueAfterMs?: number; readonly wake?: readonly string[] };
+export type Result = {
+  readonly requeueAfterMs?: number;
+  readonly wake?: readonly string[];
+  /**
+   * Pods were created and the writes after them (metadata, status) left to a later pass, as other builds
+   * were waiting for their first pods; the key must be looked at again.
+   */
+  readonly deferred?: boolean;
+};
 
 /**
  * Pods this controller created or deleted that its cache has not shown yet. Without them a reconcile that
@@ -27,27 +29,42 @@ export type Result = { readonly requeueAfterMs?: number; readonly wake?: readonl
  * deleted one as still there.
  */
 export class Expectations {
-  readonly #created = new Map<string, { uid: string; name: string; until: number }>();
+  /** By ImageBuild uid: pod name → its namespace/name key and when the expectation lapses. */
+  readonly #byUid = new Map<string, Map<string, { key: string; until: number }>>();
+  /** namespace/name → ImageBuild uid. */
+  readonly #uidOf = new Map<string, string>();
   readonly #ttlMs: number;
   constructor(ttlMs = 60_000) {
     this.#ttlMs = ttlMs;
   }
   created(uid: string, namespace: string, name: string): void {
-    this.#created.set(`${namespace}/${name}`, { uid, name, until: Date.now() + this.#ttlMs });
+    const key = `${namespace}/${name}`;
+    const pods = this.#byUid.get(uid) ?? new Map<string, { key: string; until: number }>();
+    this.#byUid.set(uid, pods);
+    pods.set(name, { key, until: Date.now() + this.#ttlMs });
+    this.#uidOf.set(key, uid);
   }
   /** The cache showed the pod (or showed it gone). */
   observed(namespace: string, name: string): void {
-    this.#created.delete(`${namespace}/${name}`);
+    const key = `${namespace}/${name}`;
+    const uid = this.#uidOf.get(key);
+    if (uid !== undefined) this.#forget(uid, name, key);
   }
   /** Names of pods created for the ImageBuild `uid` that the cache has not shown yet. */
   pending(uid: string): string[] {
     const now = Date.now();
     const names: string[] = [];
-    for (const [key, e] of this.#created) {
-      if (e.until <= now) this.#created.delete(key);
-      else if (e.uid === uid) names.push(e.name);
+    for (const [name, e] of this.#byUid.get(uid) ?? []) {
+      if (e.until > now) names.push(name);
+      else this.#forget(uid, name, e.key);
     }
     return names;
+  }
+  #forget(uid: string, name: string, key: string): void {
+    this.#uidOf.delete(key);
+    const pods = this.#byUid.get(uid);
+    pods?.delete(name);
+    if (pods?.size === 0) this.#byUid.delete(uid);
   }
 }
 
@@ -71,7 +88,7 @@ export class RecentWrites {
 
   /** Records the API server's answer to a write made on `before`. */
   wrote(before: ImageBuild, answer: unknown): ImageBuild {
-    const parsed = ImageBuildSchema.safeParse(answer);
+    const parsed = ImageBuildSchema.safeParse(trimMetadata(answer as KubernetesObject));
     if (!parsed.success) return before;
     const uid = before.metadata.uid ?? "";
     const stale = this.#byUid.get(uid)?.stale ?? new Set<string>();
@@ -117,7 +134,9 @@ export interface ReconcileDeps {
   readonly written: RecentWrites;
   readonly plans: Plans;
   readonly decide: DecideOptions;
-  readonly events: EventSource;
+  readonly events: EventRecorder;
+  /** Whether other builds wait for their first pods: then a pass that created pods leaves its writes. */
+  readonly othersWaiting: () => boolean;
   readonly metrics: Metrics;
   readonly log: Logger;
   readonly now: () => Date;
@@ -195,19 +214,22 @@ export async function reconcile(req: Request, deps: ReconcileDeps): Promise<Resu
     }
   }
   const pods = new Map(current);
-  const attempts = readAttempts(ib);
   // Pods created moments ago that the cache has not delivered yet exist all the same.
   for (const name of deps.expectations.pending(uid)) {
     if (!pods.has(name)) pods.set(name, { metadata: { name, namespace }, status: { phase: "Pending" } });
   }
+  const now = deps.now();
+  const recorded = ib.metadata.annotations?.[Annotation.Attempts];
+  const attempts = countAttempts(readAttempts(recorded), pods, now);
 
   const decision = decide(
-    { ib, plan, source, pods, stalePods: stale, attempts, admitted, logs, now: deps.now() },
+    { ib, plan, source, pods, stalePods: stale, attempts, admitted, logs, now },
     deps.decide,
   );
 
-  // Pods first: they are what a waiting user (and the apply → pod latency) needs. A crash before the
-  // attempts annotation is written undercounts one attempt, never creates a second pod (names are fixed).
+  // Pods first: they are what a waiting user (and the apply → pod latency) needs. A pass that ends before
+  // the attempts annotation is written (a crash, or writes left for later) loses no count: the next one
+  // counts the pod it finds.
   await Promise.all(
     decision.create.map(async (pod) => {
       const name = pod.metadata!.name!;
@@ -216,18 +238,36 @@ export async function reconcile(req: Request, deps: ReconcileDeps): Promise<Resu
       deps.log.info({ pod: name, outcome }, outcome === "created" ? "Created Pod" : "Pod already exists");
     }),
   );
+  // Under a burst of new builds their pods come first: the rest of this pass waits for a quieter one, which
+  // decides again from what it finds then (often the pod finished, and the final status is written at
+  // once). Only the events of the pods made here are recorded now; the others follow from the status and
+  // come with it.
+  if (decision.create.length > 0 && deps.othersWaiting()) {
+    for (const e of decision.events)
+      if (e.reason === "Scheduled") deps.events.record(ib, e.type, e.reason, e.message, now);
+    return { deferred: true };
+  }
   await Promise.all(
     decision.delete.map(async (name) => {
       await deletePod(deps.client, namespace, name);
       deps.log.info({ pod: name }, "Deleted Pod");
     }),
   );
-  const needsFinalizer = !finalizers.includes(FINALIZER) && decision.create.length > 0;
-  if (decision.attempts !== undefined || needsFinalizer) {
+
+  const phase = decision.status.phase;
+  const finished = phase === Phase.Succeeded || phase === Phase.Failed;
+  // The finalizer and the attempts annotation matter while pods may still be made or run: a build that is
+  // over needs neither written.
+  const needsFinalizer =
+    !finished && !finalizers.includes(FINALIZER) && pods.size + decision.create.length > 0;
+  const wantAttempts = decision.attempts ?? attempts;
+  const attemptsText = JSON.stringify(wantAttempts);
+  const attemptsChanged = Object.keys(wantAttempts).length > 0 && attemptsText !== (recorded ?? "{}");
+  if (needsFinalizer || (!finished && attemptsChanged)) {
     try {
       const answer = await patchMetadata(deps.client, ib, {
         ...(needsFinalizer ? { finalizers: [...finalizers, FINALIZER] } : {}),
-        annotations: { [Annotation.Attempts]: JSON.stringify(decision.attempts ?? attempts) },
+        annotations: { [Annotation.Attempts]: attemptsText },
       });
       ib = deps.written.wrote(ib, answer);
     } catch (err) {
@@ -244,15 +284,9 @@ export async function reconcile(req: Request, deps: ReconcileDeps): Promise<Resu
     ib = { ...ib, status: before.status };
     deps.log.debug({ phase: decision.status.phase }, "Wrote status");
   }
-  // Events are for people; the worker does not wait for them.
-  const now = deps.now();
-  for (const e of decision.events) {
-    recordEvent(deps.client, deps.events, ib, e.type, e.reason, e.message, now).catch((err: unknown) =>
-      deps.log.warn({ err, reason: e.reason }, "Failed to record event"),
-    );
-  }
-  const phase = decision.status.phase;
-  if (phase === Phase.Succeeded || phase === Phase.Failed) {
+  // Events are for people; the recorder sends them in the background.
+  for (const e of decision.events) deps.events.record(ib, e.type, e.reason, e.message, now);
+  if (finished) {
     if (ib.status?.phase !== phase)
       recordFinished(deps, decision.status.startTime, phase, decision.status.failure?.message);
     return { wake: deps.admission.release(key) };
@@ -299,8 +333,22 @@ function recordFinished(
   else deps.log.info("Build succeeded");
 }
 
-function readAttempts(ib: ImageBuild): Attempts {
-  const text = ib.metadata.annotations?.[Annotation.Attempts];
+/**
+ * Attempts as recorded, with one counted for each unit whose pod exists but is not counted yet: it was
+ * created by a pass that ended before it wrote the annotation. Its creation time stands in for when.
+ */
+export function countAttempts(recorded: Attempts, pods: ReadonlyMap<string, V1Pod>, now: Date): Attempts {
+  let counted: Record<string, readonly [number, number]> | undefined;
+  for (const [name, pod] of pods) {
+    if (recorded[name] !== undefined) continue;
+    const created = pod.metadata?.creationTimestamp;
+    counted ??= { ...recorded };
+    counted[name] = [1, created !== undefined ? new Date(created).getTime() : now.getTime()];
+  }
+  return counted ?? recorded;
+}
+
+function readAttempts(text: string | undefined): Attempts {
   if (text === undefined) return {};
   try {
     return JSON.parse(text) as Attempts;

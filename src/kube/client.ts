@@ -48,6 +48,20 @@ export interface RequestOptions {
   readonly query?: Readonly<Record<string, string | undefined>>;
   /** Return the body as text (pod logs) instead of parsing JSON. */
   readonly text?: boolean;
+  /**
+   * Skip the answer of a write whose caller does not read it (a created pod or event comes back whole):
+   * no JSON parse, no garbage. Errors are read and thrown as always.
+   */
+  readonly discard?: boolean;
+}
+
+export interface KubeClientOptions {
+  /**
+   * Connections for requests (watches have their own). Requests beyond it wait for a free connection:
+   * every TLS connection costs both ends a handshake and buffers, and hundreds of them at once cost the
+   * API server more than the requests they carry.
+   */
+  readonly maxConnections?: number;
 }
 
 export class KubeClient {
@@ -56,11 +70,12 @@ export class KubeClient {
   /** Requests sent, by verb, for metrics and the benchmark's requests-per-build figure. */
   readonly requests = new Map<string, number>();
   readonly #agent: Agent;
+  readonly #watchAgent: Agent;
 
-  constructor(endpoint: KubeEndpoint) {
+  constructor(endpoint: KubeEndpoint, options: KubeClientOptions = {}) {
     this.endpoint = endpoint;
     this.server = endpoint.server.replace(/\/$/, "");
-    this.#agent = new Agent({
+    const base = {
       connect: {
         ...(endpoint.ca !== undefined ? { ca: endpoint.ca } : {}),
         ...(endpoint.cert !== undefined ? { cert: endpoint.cert } : {}),
@@ -73,8 +88,15 @@ export class KubeClient {
       allowH2: false,
       // A request the API server never answers must not stall a worker or a lease renewal for minutes.
       headersTimeout: 30_000,
+    };
+    this.#agent = new Agent({
+      ...base,
+      connections: options.maxConnections ?? 32,
       bodyTimeout: 30_000,
     });
+    // Watches hold their connection for minutes: they must never wait behind requests, nor requests
+    // behind them.
+    this.#watchAgent = new Agent(base);
   }
 
   get requestCount(): number {
@@ -113,6 +135,10 @@ export class KubeClient {
     } catch (err) {
       throw new KubeConnectionError(`${method} ${path}: ${(err as Error).message}`, { cause: err });
     }
+    if (res.statusCode < 300 && options.discard) {
+      await res.body.dump({ limit: Number.POSITIVE_INFINITY });
+      return undefined as T;
+    }
     const text = await res.body.text();
     if (res.statusCode >= 300) throw apiError(method, path, res.statusCode, text);
     if (options.text) return text as T;
@@ -136,7 +162,7 @@ export class KubeClient {
       res = await request(this.#url(path, { ...query, watch: "true" }), {
         method: "GET",
         headers: this.#headers(),
-        dispatcher: this.#agent,
+        dispatcher: this.#watchAgent,
         signal,
         bodyTimeout: idleMs,
       });
@@ -155,7 +181,7 @@ export class KubeClient {
   }
 
   async close(): Promise<void> {
-    await this.#agent.close();
+    await Promise.all([this.#agent.close(), this.#watchAgent.close()]);
   }
 }
 

@@ -1,5 +1,4 @@
 import type { KubernetesListObject, KubernetesObject } from "@kubernetes/client-node";
-import { JOB_ANNOTATION } from "../api/stage-job.ts";
 import type { Logger } from "../log.ts";
 import { KubeApiError, type KubeClient } from "./client.ts";
 
@@ -7,6 +6,12 @@ export interface InformerOptions<T> {
   /** The collection's path, such as `/api/v1/pods` or `/apis/kiln.dev/v1alpha1/namespaces/ns/imagebuilds`. */
   readonly path: string;
   readonly labelSelector?: string;
+  /**
+   * What the cache keeps of each object the API server sends, as client-go's SetTransform: only what the
+   * cache's readers use. The parsed original is garbage at once; a cache of whole objects is promoted to
+   * the old generation and churned there by every update.
+   */
+  readonly transform: (obj: KubernetesObject) => T;
   /** Called for every add, update and delete, and for every object a relist adds, changes or removes. */
   readonly onChange: (obj: T, verb: "add" | "update" | "delete") => void;
   readonly log: Logger;
@@ -14,19 +19,19 @@ export interface InformerOptions<T> {
   readonly backoffMs?: { readonly initial: number; readonly max: number };
 }
 
-/** Annotations that copy an object's content and that nothing reading the cache needs. */
-const BULKY_ANNOTATIONS = ["kubectl.kubernetes.io/last-applied-configuration", JOB_ANNOTATION];
-
 /**
- * What the cache keeps of an object: managedFields (server-side-apply bookkeeping, often the largest part
- * of an object) and copies of the content in annotations are dropped, as client-go's informers are told to.
+ * An object without managedFields (server-side-apply bookkeeping, often the largest part of an object)
+ * and without kubectl's copy of the whole object in an annotation: a transform for caches that keep the
+ * rest. Modifies `obj`.
  */
-function trim<T extends KubernetesObject>(obj: T): T {
+export function trimMetadata<T extends KubernetesObject>(obj: T): T {
   const meta = obj.metadata;
   if (meta?.managedFields !== undefined) delete meta.managedFields;
-  for (const a of BULKY_ANNOTATIONS) if (meta?.annotations?.[a] !== undefined) delete meta.annotations[a];
+  if (meta?.annotations?.[LAST_APPLIED] !== undefined) delete meta.annotations[LAST_APPLIED];
   return obj;
 }
+
+const LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration";
 
 const keyOf = (o: KubernetesObject) => `${o.metadata?.namespace ?? ""}/${o.metadata?.name ?? ""}`;
 
@@ -89,7 +94,7 @@ export class Informer<T extends KubernetesObject> {
             allowWatchBookmarks: "true",
             timeoutSeconds: String(240 + Math.floor(Math.random() * 120)),
           },
-          (e) => this.#event(e.type, e.object as T & { code?: number }),
+          (e) => this.#event(e.type, e.object as KubernetesObject & { code?: number }),
           signal,
         );
         failures = 0;
@@ -104,11 +109,12 @@ export class Informer<T extends KubernetesObject> {
   }
 
   async #relist(): Promise<void> {
-    const list = await this.#client.request<KubernetesListObject<T>>("GET", this.#opts.path, {
+    const list = await this.#client.request<KubernetesListObject<KubernetesObject>>("GET", this.#opts.path, {
       query: { labelSelector: this.#opts.labelSelector },
     });
     const seen = new Set<string>();
-    for (const obj of list.items.map(trim)) {
+    for (const item of list.items) {
+      const obj = this.#opts.transform(item);
       const key = keyOf(obj);
       seen.add(key);
       const prev = this.#objects.get(key);
@@ -126,27 +132,29 @@ export class Informer<T extends KubernetesObject> {
     this.#ready.resolve();
   }
 
-  #event(type: string, obj: T & { code?: number }): void {
+  #event(type: string, raw: KubernetesObject & { code?: number }): void {
     switch (type) {
       case "ADDED":
       case "MODIFIED": {
-        trim(obj);
+        const obj = this.#opts.transform(raw);
         const key = keyOf(obj);
         const existed = this.#objects.has(key);
         this.#objects.set(key, obj);
         this.#opts.onChange(obj, existed ? "update" : "add");
         break;
       }
-      case "DELETED":
+      case "DELETED": {
+        const obj = this.#opts.transform(raw);
         this.#objects.delete(keyOf(obj));
         this.#opts.onChange(obj, "delete");
         break;
+      }
       case "ERROR":
         // A Status inside the stream: 410 Gone means list again; the stream ends right after.
-        if (obj.code === 410) this.#resourceVersion = "";
+        if (raw.code === 410) this.#resourceVersion = "";
         return;
     }
-    const rv = obj.metadata?.resourceVersion;
+    const rv = raw.metadata?.resourceVersion;
     if (rv !== undefined && this.#resourceVersion !== "") this.#resourceVersion = rv;
   }
 }

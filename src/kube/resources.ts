@@ -1,10 +1,8 @@
-import { randomBytes } from "node:crypto";
 import { isDeepStrictEqual } from "node:util";
 import type { V1Pod } from "@kubernetes/client-node";
 import {
   API_GROUP,
   API_VERSION,
-  IMAGE_BUILD_KIND,
   IMAGE_BUILD_PLURAL,
   type ImageBuild,
   type ImageBuildStatus,
@@ -62,7 +60,7 @@ export async function patchMetadata(
 /** Creates a pod; a pod of that name already there (409) is the same pod made by an earlier reconcile. */
 export async function createPod(client: KubeClient, pod: V1Pod): Promise<"created" | "exists"> {
   try {
-    await client.request("POST", podsPath(pod.metadata?.namespace), { body: pod });
+    await client.request("POST", podsPath(pod.metadata?.namespace), { body: pod, discard: true });
     return "created";
   } catch (err) {
     if (isConflict(err)) return "exists";
@@ -74,6 +72,7 @@ export async function createPod(client: KubeClient, pod: V1Pod): Promise<"create
 export async function deletePod(client: KubeClient, namespace: string, name: string): Promise<void> {
   try {
     await client.request("DELETE", `${podsPath(namespace)}/${name}`, {
+      discard: true,
       body: { apiVersion: "v1", kind: "DeleteOptions", propagationPolicy: "Background" },
     });
   } catch (err) {
@@ -96,50 +95,5 @@ export async function readPodLog(
       ...(limits.limitBytes !== undefined ? { limitBytes: String(limits.limitBytes) } : {}),
     },
     text: true,
-  });
-}
-
-export interface EventSource {
-  readonly component: string;
-  readonly instance: string;
-}
-
-/** Records a core/v1 Event about the ImageBuild, as `kubectl describe` shows them. */
-export async function recordEvent(
-  client: KubeClient,
-  source: EventSource,
-  ib: ImageBuild,
-  type: "Normal" | "Warning",
-  reason: string,
-  message: string,
-  now: Date,
-): Promise<void> {
-  const namespace = ib.metadata.namespace ?? "default";
-  const time = now.toISOString();
-  await client.request("POST", `/api/v1/namespaces/${namespace}/events`, {
-    body: {
-      apiVersion: "v1",
-      kind: "Event",
-      metadata: { name: `${ib.metadata.name}.${randomBytes(8).toString("hex")}`, namespace },
-      involvedObject: {
-        apiVersion: `${API_GROUP}/${API_VERSION}`,
-        kind: IMAGE_BUILD_KIND,
-        name: ib.metadata.name,
-        namespace,
-        uid: ib.metadata.uid,
-        resourceVersion: ib.metadata.resourceVersion,
-      },
-      type,
-      reason,
-      message,
-      firstTimestamp: time,
-      lastTimestamp: time,
-      eventTime: time.replace(/Z$/, "000Z"),
-      count: 1,
-      action: reason,
-      source: { component: source.component },
-      reportingComponent: source.component,
-      reportingInstance: source.instance,
-    },
   });
 }

@@ -115,3 +115,47 @@ test("admission: global and per-namespace limits, first come first served, runni
   assert.equal(a.waiting, 1);
   assert.deepEqual(a.release("zz/unknown"), []);
 });
+
+test("urgent keys are handed out before waiting ones; a waiting key added as urgent moves ahead once", async () => {
+  const q = new WorkQueue();
+  q.add("ns/status-1");
+  q.add("ns/status-2");
+  q.add("ns/new-1", true);
+  q.add("ns/status-2", true); // moves to the urgent lane, behind ns/new-1
+  q.add("ns/new-1"); // a plain add does not demote it
+  q.add("ns/status-1"); // de-duplicated
+  assert.equal(q.length, 3);
+  assert.equal(q.urgentLength, 2);
+  const seen: string[] = [];
+  q.shutdown();
+  await q.run(
+    1,
+    async (k) => {
+      seen.push(k);
+    },
+    assert.fail,
+  );
+  assert.deepEqual(seen, ["ns/new-1", "ns/status-2", "ns/status-1"]);
+});
+
+test("an urgent add while the key runs queues it again as urgent, ahead of keys that waited", async () => {
+  const q = new WorkQueue();
+  const seen: string[] = [];
+  const done = q.run(
+    1,
+    async (k) => {
+      seen.push(k);
+      if (seen.length === 1) {
+        q.add("ns/b");
+        q.add("ns/a"); // plain, then urgent: urgent wins
+        q.add("ns/a", true);
+      }
+    },
+    assert.fail,
+  );
+  q.add("ns/a");
+  await sleep(50);
+  q.shutdown();
+  await done;
+  assert.deepEqual(seen, ["ns/a", "ns/a", "ns/b"]);
+});
