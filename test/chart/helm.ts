@@ -80,3 +80,49 @@ export async function renderChart(
     })
     .filter((o): o is KubeObject => o !== null);
 }
+
+export interface InstalledChart {
+  readonly release: string;
+  readonly namespace: string;
+  /** helm's flags naming the cluster and the release's namespace. */
+  readonly kube: readonly string[];
+  uninstall(): Promise<void>;
+}
+
+/**
+ * Installs the chart as release `release` into namespace `ns` of the test cluster, running `image`
+ * (`repository@sha256:…`), waits until the controller is Available, and uninstalls it after the test.
+ * `set` are `--set-json` values (JSON is given as is, so no `--set` escaping applies).
+ */
+export async function installChart(
+  t: { after(fn: () => Promise<unknown>): void },
+  opts: {
+    readonly kubeconfig: string;
+    readonly namespace: string;
+    readonly image: string;
+    readonly release?: string;
+    readonly set?: Readonly<Record<string, unknown>>;
+    readonly setFile?: Readonly<Record<string, string>>;
+  },
+): Promise<InstalledChart> {
+  const release = opts.release ?? "kiln";
+  const [repository, digest] = opts.image.split("@") as [string, string];
+  const kube = ["--kubeconfig", opts.kubeconfig, "--namespace", opts.namespace];
+  const uninstall = async () => {
+    await helm(["uninstall", release, ...kube, "--ignore-not-found", "--wait", "--timeout", "2m"]);
+  };
+  t.after(() => uninstall().catch(() => {}));
+  const set = { "image.repository": repository, "image.digest": digest, ...opts.set };
+  await helm([
+    "install",
+    release,
+    CHART,
+    ...kube,
+    ...Object.entries(set).flatMap(([k, v]) => ["--set-json", `${k}=${JSON.stringify(v)}`]),
+    ...Object.entries(opts.setFile ?? {}).flatMap(([k, f]) => ["--set-file", `${k}=${f}`]),
+    "--wait",
+    "--timeout",
+    "5m",
+  ]);
+  return { release, namespace: opts.namespace, kube, uninstall };
+}

@@ -15,7 +15,7 @@ import {
   waitFor,
 } from "../controller/harness.ts";
 import { makePki } from "../helpers/registry.ts";
-import { CHART, helm } from "./helm.ts";
+import { helm, installChart } from "./helm.ts";
 
 // The chart installed into the real test cluster with the kiln image built from this checkout. The release
 // watches only its own fresh namespace (Roles there, not a ClusterRole), so it never touches the builds of
@@ -31,41 +31,24 @@ async function items<T = { metadata: { name: string; labels?: Record<string, str
 test("helm install runs the controller, which builds an ImageBuild to the registry's digest; helm uninstall leaves nothing", async (t) => {
   const c = await cluster();
   const ns = await namespace(c, t);
-  const release = "kiln";
-  const [repository, digest] = c.image.split("@") as [string, string];
-  const kube = ["--kubeconfig", c.env.KUBECONFIG, "--namespace", ns];
-  t.after(() => helm(["uninstall", release, ...kube, "--ignore-not-found"]).catch(() => {}));
   // The test registry is plain HTTP, so the CA is not needed; it shows the bundle's way into build pods.
   const pki = makePki();
   t.after(() => rm(pki.dir, { recursive: true, force: true }));
   const buildResources = { requests: { cpu: "10m", memory: "64Mi" }, limits: { memory: "1Gi" } };
-  await helm([
-    "install",
-    release,
-    CHART,
-    ...kube,
-    "--set",
-    `image.repository=${repository}`,
-    "--set",
-    `image.digest=${digest}`,
-    "--set",
-    `watchNamespace=${ns}`,
-    "--set",
-    "logLevel=debug",
-    "--set",
-    "leaderElection.leaseDurationSeconds=5",
-    "--set-file",
-    `registryCA.bundle=${pki.caFile}`,
-    "--set-json",
-    `builds.resources=${JSON.stringify(buildResources)}`,
-    "--set-json",
-    `insecureRegistries=${JSON.stringify([c.env.KILN_TEST_REGISTRY])}`,
-    "--set-json",
-    `registryMirrors=${JSON.stringify([`docker.io=${c.env.KILN_TEST_REGISTRY}`])}`,
-    "--wait",
-    "--timeout",
-    "5m",
-  ]);
+  const chart = await installChart(t, {
+    kubeconfig: c.env.KUBECONFIG,
+    namespace: ns,
+    image: c.image,
+    set: {
+      watchNamespace: ns,
+      logLevel: "debug",
+      "leaderElection.leaseDurationSeconds": 5,
+      "builds.resources": buildResources,
+      insecureRegistries: [c.env.KILN_TEST_REGISTRY],
+      registryMirrors: [`docker.io=${c.env.KILN_TEST_REGISTRY}`],
+    },
+    setFile: { "registryCA.bundle": pki.caFile },
+  });
 
   type Deployment = { status?: { conditions?: { type: string; status: string }[] } };
   const deployment = await c.client.request<Deployment>(
@@ -149,8 +132,8 @@ test("helm install runs the controller, which builds an ImageBuild to the regist
   for (const name of ["hello", "greet"]) await c.client.request("DELETE", `${imageBuildsPath(ns)}/${name}`);
   await waitFor("the ImageBuilds to be gone", async () => (await listImageBuilds(c, ns)).length === 0);
 
-  await helm(["uninstall", release, ...kube, "--wait", "--timeout", "2m"]);
-  const { stdout } = await helm(["list", ...kube, "--all", "--short"]);
+  await chart.uninstall();
+  const { stdout } = await helm(["list", ...chart.kube, "--all", "--short"]);
   assert.equal(stdout, "");
   const left: string[] = [];
   for (const [kind, path] of [
