@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import { text } from "node:stream/consumers";
 import { DockerfileError, describeError, InvalidInputError, isTemporary } from "../errors.ts";
 import { appendLayers, configBlob, type Image, type Layer } from "../oci/image.ts";
-import type { ContainerConfig, History } from "../oci/image-config.ts";
+import { type ContainerConfig, canonicalConfig, type History } from "../oci/image-config.ts";
 import type { LayerEntry } from "../oci/layer-entry.ts";
 import { whiteoutEntry } from "../oci/whiteout.ts";
 import { nextCacheKey, stageCacheKey } from "../plan/cache-key.ts";
@@ -260,7 +260,8 @@ function whiteoutFor(path: string, tree: ImageTree): LayerEntry {
 
 /**
  * Merges a stage's config over its base's: Env by name, maps key by key, other fields replaced when set,
- * and removed when the change sets them to null (a new ENTRYPOINT drops the base's CMD).
+ * and removed when the change sets them to null (a new ENTRYPOINT drops the base's CMD). The result is in
+ * canonical order, so a build pod, which reads its stage back from JSON, writes the config a local build writes.
  */
 export function mergeConfig(base: ContainerConfig, change: ContainerConfig): ContainerConfig {
   const out: ContainerConfig = { ...base };
@@ -274,7 +275,7 @@ export function mergeConfig(base: ContainerConfig, change: ContainerConfig): Con
     } else if (v === null) delete out[k];
     else (out as Record<string, unknown>)[k] = v;
   }
-  return out;
+  return canonicalConfig(out);
 }
 
 function mergeEnv(base: readonly string[], change: readonly string[]): string[] {

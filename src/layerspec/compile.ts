@@ -44,7 +44,11 @@ function describeCopy(files: readonly FileCopy[]): string {
 
 function containerConfigOf(c: SpecConfig): ContainerConfig {
   const out: ContainerConfig = {};
-  if (c.env) out.Env = Object.entries(c.env).map(([k, v]) => `${k}=${v}`);
+  // A mapping has no order (the API server returns an ImageBuild's keys sorted): Env lists it by name.
+  if (c.env)
+    out.Env = Object.keys(c.env)
+      .sort()
+      .map((k) => `${k}=${c.env![k]}`);
   if (c.entrypoint) {
     out.Entrypoint = c.entrypoint;
     // As in Docker: a new entrypoint drops the base image's cmd unless the spec gives one.

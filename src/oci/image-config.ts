@@ -33,6 +33,31 @@ export const ContainerConfigSchema = z.looseObject({
 });
 export type ContainerConfig = z.infer<typeof ContainerConfigSchema>;
 
+/** The fields of a container config in the order of image-spec's Go type, Docker's additions after it. */
+const FIELD_ORDER = Object.keys(ContainerConfigSchema.shape) as (keyof ContainerConfig)[];
+const MAP_FIELDS: ReadonlySet<string> = new Set(["ExposedPorts", "Volumes", "Labels"]);
+
+/**
+ * The config with its fields in the image spec's order and the keys of its maps sorted, as Go's encoding/json
+ * writes it for containerd, BuildKit and buildah. Its bytes, and so the image's digest, follow from what it
+ * holds, not from the order it was assembled in: a stage read back from JSON through a schema, or a spec
+ * whose maps the API server returns sorted, gives the image a local build gives. Unknown fields keep their
+ * order after the known ones.
+ */
+export function canonicalConfig(config: ContainerConfig): ContainerConfig {
+  const out: Record<string, unknown> = {};
+  for (const k of FIELD_ORDER) {
+    if (!Object.hasOwn(config, k)) continue;
+    const v = config[k];
+    out[k] =
+      MAP_FIELDS.has(k) && v !== null && typeof v === "object"
+        ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
+        : v;
+  }
+  for (const [k, v] of Object.entries(config)) if (!Object.hasOwn(out, k)) out[k] = v;
+  return out as ContainerConfig;
+}
+
 export const HistorySchema = z.looseObject({
   created: z.string().optional(),
   created_by: z.string().optional(),
