@@ -69,9 +69,24 @@ export interface DecideOptions {
 
 export interface BuildEvent {
   readonly type: "Normal" | "Warning";
-  readonly reason: "Scheduled" | "StageSucceeded" | "Pushed" | "Failed" | "Retrying" | "Cancelled";
+  readonly reason: keyof typeof EVENT_FOLLOWS;
   readonly message: string;
 }
+
+/**
+ * What each event reports, so it is recorded once that is done: an event about pods created or deleted
+ * follows those requests (the next pass finds them done and decides no such event again); an event
+ * about the build's progress follows the status write that records it (a pass that ends before it decides
+ * it again).
+ */
+export const EVENT_FOLLOWS = {
+  Scheduled: "create",
+  Retrying: "delete",
+  Cancelled: "delete",
+  StageSucceeded: "status",
+  Pushed: "status",
+  Failed: "status",
+} as const satisfies Record<string, "create" | "delete" | "status">;
 
 export interface Decision {
   readonly status: ImageBuildStatus;

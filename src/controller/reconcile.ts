@@ -6,7 +6,7 @@ import { trimMetadata } from "../kube/informer.ts";
 import { createPod, deletePod, patchMetadata, readPodLog, writeStatus } from "../kube/resources.ts";
 import type { Logger } from "../log.ts";
 import type { Admission } from "./admission.ts";
-import { type Attempts, type DecideOptions, decide, isFinished } from "./build-decision.ts";
+import { type Attempts, type DecideOptions, decide, EVENT_FOLLOWS, isFinished } from "./build-decision.ts";
 import { compilePlan, PLANNED_BY_POD, type PodPlan, readPlanOutput } from "./compile-plan.ts";
 import type { Metrics } from "./metrics.ts";
 import { Annotation, FINALIZER, Label, planPodName } from "./names.ts";
@@ -238,21 +238,24 @@ export async function reconcile(req: Request, deps: ReconcileDeps): Promise<Resu
       deps.log.info({ pod: name, outcome }, outcome === "created" ? "Created Pod" : "Pod already exists");
     }),
   );
+  // Events are for people; the recorder sends them in the background. Each is recorded once what it
+  // reports is done, so a pass that ends early loses none and the next one repeats none.
+  const recordEvents = (follows: "create" | "delete" | "status") => {
+    for (const e of decision.events)
+      if (EVENT_FOLLOWS[e.reason] === follows) deps.events.record(ib, e.type, e.reason, e.message, now);
+  };
+  recordEvents("create");
   // Under a burst of new builds their pods come first: the rest of this pass waits for a quieter one, which
   // decides again from what it finds then (often the pod finished, and the final status is written at
-  // once). Only the events of the pods made here are recorded now; the others follow from the status and
-  // come with it.
-  if (decision.create.length > 0 && deps.othersWaiting()) {
-    for (const e of decision.events)
-      if (e.reason === "Scheduled") deps.events.record(ib, e.type, e.reason, e.message, now);
-    return { deferred: true };
-  }
+  // once).
+  if (decision.create.length > 0 && deps.othersWaiting()) return { deferred: true };
   await Promise.all(
     decision.delete.map(async (name) => {
       await deletePod(deps.client, namespace, name);
       deps.log.info({ pod: name }, "Deleted Pod");
     }),
   );
+  recordEvents("delete");
 
   const phase = decision.status.phase;
   const finished = phase === Phase.Succeeded || phase === Phase.Failed;
@@ -284,8 +287,7 @@ export async function reconcile(req: Request, deps: ReconcileDeps): Promise<Resu
     ib = { ...ib, status: before.status };
     deps.log.debug({ phase: decision.status.phase }, "Wrote status");
   }
-  // Events are for people; the recorder sends them in the background.
-  for (const e of decision.events) deps.events.record(ib, e.type, e.reason, e.message, now);
+  recordEvents("status");
   if (finished) {
     if (ib.status?.phase !== phase)
       recordFinished(deps, decision.status.startTime, phase, decision.status.failure?.message);

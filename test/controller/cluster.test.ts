@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { suite, type TestContext, test } from "node:test";
+import { isDeepStrictEqual } from "node:util";
 import type { V1Pod } from "@kubernetes/client-node";
-import type { ImageBuild } from "../../src/api/image-build.ts";
 import { imageBuildsPath } from "../../src/kube/resources.ts";
 import { skopeo } from "../helpers/skopeo.ts";
 import {
@@ -60,15 +60,29 @@ async function started(t: TestContext) {
   return { c, ns, pods, ctl };
 }
 
-async function eventReasons(c: Cluster, ns: string): Promise<string[]> {
-  const list = await c.client.request<{ items: { reason: string; message: string }[] }>(
-    "GET",
-    `/api/v1/namespaces/${ns}/events`,
-    {
-      query: { fieldSelector: "involvedObject.kind=ImageBuild" },
-    },
-  );
-  return list.items.map((e) => e.reason);
+/**
+ * Waits until the ImageBuild events of `ns` include every one of `reasons` (the controller sends events
+ * in the background, moments after what they report).
+ */
+async function eventReasons(c: Cluster, ns: string, reasons: readonly string[]): Promise<void> {
+  let seen: string[] = [];
+  try {
+    await waitFor(
+      `events ${reasons.join(", ")}`,
+      async () => {
+        const list = await c.client.request<{ items: { reason: string }[] }>(
+          "GET",
+          `/api/v1/namespaces/${ns}/events`,
+          { query: { fieldSelector: "involvedObject.kind=ImageBuild" } },
+        );
+        seen = list.items.map((e) => e.reason);
+        return reasons.every((r) => seen.includes(r));
+      },
+      10_000,
+    );
+  } catch (err) {
+    throw new Error(`events recorded: ${seen.join(", ") || "none"}`, { cause: err });
+  }
 }
 
 suite("controller on the test cluster", { concurrency: true, timeout: 400_000 }, () => {
@@ -126,9 +140,7 @@ suite("controller on the test cluster", { concurrency: true, timeout: 400_000 },
       pod.metadata?.ownerReferences?.map((o) => [o.kind, o.name, o.uid]),
       [["ImageBuild", "ok", ib.metadata.uid]],
     );
-    const reasons = await eventReasons(c, ns);
-    for (const r of ["Scheduled", "StageSucceeded", "Pushed"])
-      assert.ok(reasons.includes(r), `event ${r} in ${reasons}`);
+    await eventReasons(c, ns, ["Scheduled", "StageSucceeded", "Pushed"]);
 
     const port = ctl.logs.find((l) => l.msg === "Controller started")?.port;
     const get = async (path: string) => {
@@ -199,15 +211,19 @@ suite("controller on the test cluster", { concurrency: true, timeout: 400_000 },
     ]);
     assert.deepEqual(now, [[podName, "2"]]); // the first generation's pod is gone
     assert.equal(ib.status?.digest, await registryDigest(`${c.env.KILN_TEST_REGISTRY}/e2e/${ns}/change:v1`));
-    assert.ok((await eventReasons(c, ns)).includes("Cancelled"));
+    await eventReasons(c, ns, ["Cancelled", "Scheduled", "Pushed"]);
   });
 
   test("deleting an ImageBuild mid-build removes its pods, then the finalizer lets it go", async (t) => {
     const { c, ns, pods } = await started(t);
     await createImageBuild(c, ns, "gone", layersSpec(c, `e2e/${ns}/gone`, { "g.txt": "g\n" }));
     await waitFor("the pod", async () => pods.size > 0);
-    const ib = (await getImageBuild(c, ns, "gone")) as ImageBuild;
-    assert.deepEqual(ib.metadata.finalizers, ["kiln.dev/cleanup"]);
+    // The pod comes first, the finalizer with the writes after it (its owner reference covers the moment
+    // between).
+    await waitFor("the finalizer", async () => {
+      const ib = await getImageBuild(c, ns, "gone");
+      return isDeepStrictEqual(ib?.metadata.finalizers, ["kiln.dev/cleanup"]);
+    });
     await c.client.request("DELETE", `${imageBuildsPath(ns)}/gone`);
     await waitFor(
       "the ImageBuild to go",
@@ -237,7 +253,7 @@ suite("controller on the test cluster", { concurrency: true, timeout: 400_000 },
         ["Ready", "False", "StepFailed"],
       ],
     );
-    assert.ok((await eventReasons(c, ns)).includes("Failed"));
+    await eventReasons(c, ns, ["Failed"]);
   });
 
   test("a stage pod deleted by hand mid-build is created again and the build succeeds", async (t) => {
