@@ -89,40 +89,74 @@ export interface InstalledChart {
   uninstall(): Promise<void>;
 }
 
+export interface ChartOptions {
+  readonly kubeconfig: string;
+  readonly namespace: string;
+  /** kiln's image as `repository@sha256:…`. */
+  readonly image: string;
+  readonly release?: string;
+  /** `--set-json` values (JSON is given as is, so no `--set` escaping applies). */
+  readonly set?: Readonly<Record<string, unknown>>;
+  readonly setFile?: Readonly<Record<string, string>>;
+  /** Create the namespace when it is missing. */
+  readonly createNamespace?: boolean;
+}
+
 /**
- * Installs the chart as release `release` into namespace `ns` of the test cluster, running `image`
- * (`repository@sha256:…`), waits until the controller is Available, and uninstalls it after the test.
- * `set` are `--set-json` values (JSON is given as is, so no `--set` escaping applies).
+ * The values a release on the test cluster needs: it watches only `namespace` (Roles there, not a
+ * ClusterRole), so it never touches the builds of tests running beside it, and its build pods push to and
+ * pull Docker Hub names from the cluster's plain-HTTP registry.
  */
-export async function installChart(
-  t: { after(fn: () => Promise<unknown>): void },
-  opts: {
-    readonly kubeconfig: string;
-    readonly namespace: string;
-    readonly image: string;
-    readonly release?: string;
-    readonly set?: Readonly<Record<string, unknown>>;
-    readonly setFile?: Readonly<Record<string, string>>;
-  },
-): Promise<InstalledChart> {
+export function testClusterValues(namespace: string, registry: string): Record<string, unknown> {
+  return {
+    watchNamespace: namespace,
+    insecureRegistries: [registry],
+    registryMirrors: [`docker.io=${registry}`],
+  };
+}
+
+/** The release `opts` names, to uninstall it; nothing is installed. */
+export function chartRelease(
+  opts: Pick<ChartOptions, "kubeconfig" | "namespace" | "release">,
+): InstalledChart {
   const release = opts.release ?? "kiln";
-  const [repository, digest] = opts.image.split("@") as [string, string];
   const kube = ["--kubeconfig", opts.kubeconfig, "--namespace", opts.namespace];
   const uninstall = async () => {
     await helm(["uninstall", release, ...kube, "--ignore-not-found", "--wait", "--timeout", "2m"]);
   };
-  t.after(() => uninstall().catch(() => {}));
+  return { release, namespace: opts.namespace, kube, uninstall };
+}
+
+/**
+ * `helm upgrade --install` of the chart as release `release` into namespace `namespace`, running `image`;
+ * waits until the controller is Available. The release stays.
+ */
+export async function deployChart(opts: ChartOptions): Promise<InstalledChart> {
+  const chart = chartRelease(opts);
+  const [repository, digest] = opts.image.split("@") as [string, string];
   const set = { "image.repository": repository, "image.digest": digest, ...opts.set };
   await helm([
-    "install",
-    release,
+    "upgrade",
+    "--install",
+    chart.release,
     CHART,
-    ...kube,
+    ...chart.kube,
+    ...(opts.createNamespace ? ["--create-namespace"] : []),
     ...Object.entries(set).flatMap(([k, v]) => ["--set-json", `${k}=${JSON.stringify(v)}`]),
     ...Object.entries(opts.setFile ?? {}).flatMap(([k, f]) => ["--set-file", `${k}=${f}`]),
     "--wait",
     "--timeout",
     "5m",
   ]);
-  return { release, namespace: opts.namespace, kube, uninstall };
+  return chart;
+}
+
+/** {@link deployChart} into the test cluster, uninstalled after the test (also when the install fails). */
+export async function installChart(
+  t: { after(fn: () => Promise<unknown>): void },
+  opts: ChartOptions,
+): Promise<InstalledChart> {
+  const chart = chartRelease(opts);
+  t.after(() => chart.uninstall().catch(() => {}));
+  return deployChart(opts);
 }

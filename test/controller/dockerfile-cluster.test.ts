@@ -5,9 +5,8 @@ import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { suite, type TestContext, test } from "node:test";
-import { readComparableImage } from "../helpers/image-tree.ts";
+import { pullComparableImage } from "../helpers/image-tree.ts";
 import { runKiln } from "../helpers/kiln-cli.ts";
-import { skopeo } from "../helpers/skopeo.ts";
 import { startGitServer } from "../source/git-server.ts";
 import {
   type Cluster,
@@ -63,16 +62,6 @@ async function localBuild(c: Cluster, files: Record<string, string>, ref: string
     ]);
     assert.equal(run.code, 0, run.stderr);
     return run.stdout.trim();
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
-}
-
-async function imageTree(ref: string) {
-  const dir = await mkdtemp(join(tmpdir(), "kiln-df-pull-"));
-  try {
-    await skopeo("copy", "--quiet", "--src-tls-verify=false", `docker://${ref}`, `oci:${dir}:x`);
-    return await readComparableImage(dir, { ref: "x" });
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
@@ -137,7 +126,7 @@ suite("Dockerfile builds on the test cluster", { concurrency: true, timeout: 400
         ],
       ],
     );
-    const image = await imageTree(`${repo}@${digest}`);
+    const image = await pullComparableImage(`${repo}@${digest}`);
     const out = image.tree.get("/srv/out.txt");
     const text = "hello from a build pod\nsecond kiln\n";
     assert.deepEqual(
@@ -267,7 +256,7 @@ suite("Dockerfile builds on the test cluster", { concurrency: true, timeout: 400
 
     const fromGit = await finished(c, ns, "fromgit");
     assert.equal(fromGit.status?.phase, "Succeeded", JSON.stringify(fromGit.status?.failure));
-    const gitImage = await imageTree(`${r}/e2e/${ns}/fromgit@${fromGit.status?.digest}`);
+    const gitImage = await pullComparableImage(`${r}/e2e/${ns}/fromgit@${fromGit.status?.digest}`);
     const sha = (text: string) => createHash("sha256").update(text).digest("hex");
     assert.equal(gitImage.tree.get("/copied.txt")?.sha256, sha("from git\n"));
     // Every pod after the plan pod fetched the commit the plan pod pinned, not the branch again.
@@ -276,7 +265,7 @@ suite("Dockerfile builds on the test cluster", { concurrency: true, timeout: 400
 
     const fromOci = await finished(c, ns, "fromoci");
     assert.equal(fromOci.status?.phase, "Succeeded", JSON.stringify(fromOci.status?.failure));
-    const ociImage = await imageTree(`${r}/e2e/${ns}/fromoci@${fromOci.status?.digest}`);
+    const ociImage = await pullComparableImage(`${r}/e2e/${ns}/fromoci@${fromOci.status?.digest}`);
     assert.equal(ociImage.tree.get("/www/page.html")?.sha256, sha("<p>from an artifact</p>\n"));
   });
 });

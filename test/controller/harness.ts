@@ -238,6 +238,40 @@ export function startController(
   };
 }
 
+/**
+ * Creates `pod` and waits until each of `containers` (default: every container) has terminated; resolves
+ * with their logs by name. A container that exits non-zero fails, its log in the message.
+ */
+export async function runPod(
+  c: Cluster,
+  pod: V1Pod,
+  containers: readonly string[] = pod.spec!.containers.map((x) => x.name),
+  timeoutMs = 180_000,
+): Promise<Record<string, string>> {
+  const path = `${podsPath(pod.metadata!.namespace!)}/${pod.metadata!.name}`;
+  await c.client.request("POST", podsPath(pod.metadata!.namespace!), { body: pod });
+  const statuses = await waitFor(
+    `pod ${pod.metadata!.name} to run ${containers.join(", ")}`,
+    async () => {
+      const p = await c.client.request<V1Pod>("GET", path);
+      const all = p.status?.containerStatuses ?? [];
+      const done = containers.map((n) => all.find((s) => s.name === n && s.state?.terminated));
+      return done.every((s) => s !== undefined) && done;
+    },
+    timeoutMs,
+  );
+  const logs: Record<string, string> = {};
+  for (const s of statuses) {
+    logs[s!.name] = await c.client.request<string>("GET", `${path}/log`, {
+      query: { container: s!.name },
+      text: true,
+    });
+    const code = s!.state!.terminated!.exitCode;
+    if (code !== 0) throw new Error(`container ${s!.name} exited ${code}: ${logs[s!.name]}`);
+  }
+  return logs;
+}
+
 /** The manifest digest the registry holds for `ref`, computed here from its bytes. */
 export async function registryDigest(ref: string): Promise<string> {
   const raw = await skopeo("inspect", "--raw", "--tls-verify=false", `docker://${ref}`);

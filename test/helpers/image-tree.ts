@@ -1,12 +1,14 @@
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { readFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { createGunzip, createZstdDecompress } from "node:zlib";
 import tar from "tar-stream";
 import { z } from "zod";
+import { skopeo } from "./skopeo.ts";
 
 /**
  * Images made comparable: the merged file tree (layers applied in order, whiteouts and opaque directories
@@ -178,6 +180,17 @@ export async function readComparableImage(
     run = { ...run, Healthcheck: docker.Healthcheck, OnBuild: docker.OnBuild, Shell: docker.Shell };
   }
   return { tree, config: comparableConfig(config.architecture, config.os, run) };
+}
+
+/** An image of a plain-HTTP registry (`host:port/repo@sha256:…` or `:tag`), pulled with skopeo and read as above. */
+export async function pullComparableImage(ref: string): Promise<ComparableImage> {
+  const dir = await mkdtemp(join(tmpdir(), "kiln-pull-"));
+  try {
+    await skopeo("copy", "--quiet", "--src-tls-verify=false", `docker://${ref}`, `oci:${dir}:x`);
+    return await readComparableImage(dir, { ref: "x" });
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 }
 
 /** The run config of a `dir:` export (manifest.json names the config blob by its hex digest). */

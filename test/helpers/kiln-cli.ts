@@ -16,10 +16,20 @@ export function runKiln(
   opts: { readonly umask?: string; readonly env?: Readonly<Record<string, string>> } = {},
 ): Promise<KilnRun> {
   const script = opts.umask ? `umask ${opts.umask} && exec "$0" "$@"` : `exec "$0" "$@"`;
+  return runShell(script, [KILN, ...args], opts);
+}
+
+/** Runs a `sh -c` script (`args` are its `$0`, `$1`, …); stdout and stderr are collected and trimmed. */
+export function runShell(
+  script: string,
+  args: readonly string[] = [],
+  opts: { readonly cwd?: string; readonly env?: Readonly<Record<string, string>> } = {},
+): Promise<KilnRun> {
   return new Promise((done, fail) => {
-    const child = spawn("sh", ["-c", script, KILN, ...args], {
+    const child = spawn("sh", ["-c", script, ...args], {
       env: { ...process.env, ...opts.env },
       stdio: ["ignore", "pipe", "pipe"],
+      ...(opts.cwd !== undefined ? { cwd: opts.cwd } : {}),
     });
     const out: Buffer[] = [];
     const err: Buffer[] = [];

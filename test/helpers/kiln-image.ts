@@ -1,8 +1,9 @@
 import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
-import { readdir, readFile } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import { join, relative, resolve } from "node:path";
 import { promisify } from "node:util";
+import { filesBelow } from "./files.ts";
 
 const run = promisify(execFile);
 const ROOT = resolve(import.meta.dirname, "../..");
@@ -66,22 +67,10 @@ export async function dockerfileBases(registry: string): Promise<Record<string, 
 export async function contentHash(buildArgs: Readonly<Record<string, string>>): Promise<string> {
   const h = createHash("sha256").update(JSON.stringify(buildArgs));
   for (const input of INPUTS) {
-    for await (const f of files(join(ROOT, input))) h.update(relative(ROOT, f)).update(await readFile(f));
+    for await (const f of filesBelow(join(ROOT, input)))
+      h.update(relative(ROOT, f)).update(await readFile(f));
   }
   return h.digest("hex").slice(0, 16);
-}
-
-/** The files below `path` in a fixed order, or `path` itself when it is a file. */
-async function* files(path: string): AsyncGenerator<string> {
-  const entries = await readdir(path, { withFileTypes: true }).catch((err: NodeJS.ErrnoException) => {
-    if (err.code === "ENOTDIR") return undefined;
-    throw err;
-  });
-  if (entries === undefined) {
-    yield path;
-    return;
-  }
-  for (const e of entries.sort((a, b) => (a.name < b.name ? -1 : 1))) yield* files(join(path, e.name));
 }
 
 async function manifestDigest(
