@@ -12,6 +12,9 @@ import { z } from "zod";
  */
 export const corpusDir: string = findCorpus();
 
+/** kiln's own cases (test/conformance/cases), in the corpus's layout. */
+export const ownCasesDir: string = join(import.meta.dirname, "cases");
+
 function findCorpus(): string {
   const explicit = process.env["KILN_CORPUS"];
   if (explicit !== undefined) return resolve(explicit);
