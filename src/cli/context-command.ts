@@ -66,7 +66,7 @@ export async function runContextCommand(args: readonly string[], log: Logger): P
  * .dockerignore applied, modes kept, owners 0:0, symlinks and hardlinks as they are. The Dockerfile and
  * .dockerignore go along even when excluded, as the docker CLI sends them: the build needs both.
  */
-function contextEntries(dir: string): LayerEntry[] {
+export function contextEntries(dir: string): LayerEntry[] {
   const ignoreFile = join(dir, ".dockerignore");
   const patterns = existsSync(ignoreFile) ? parseIgnoreFile(readFileSync(ignoreFile, "utf8")) : [];
   const ctx = new BuildContext(dir, [...patterns, "!.dockerignore", "!Dockerfile"]);
