@@ -269,15 +269,15 @@ export const CacheSchema = z
     )
       .optional()
       .describe(
-        "Repository holding cached stage images, tagged by cache key. Default: <output repository>/cache.",
+        "Repository holding cached RUN steps, one small image per step tagged by its cache key; the push secret must be able to read and write it. Default: <output repository>/cache.",
       ),
     ttl: DurationSchema.default(CACHE_TTL_DEFAULT).describe(
-      "How long a cached stage is reused after it was built, such as 168h.",
+      "How long a cached step is reused after it was built, such as 168h.",
     ),
   })
   .prefault({})
   .describe(
-    "Reuse of stages built before: a stage whose cache key (base, steps, inputs) is known is not run again.",
+    "Reuse of RUN steps built before: a step whose cache key (the base image's digest, the steps before it, the files they read and the build args it uses) is in the cache repository is not run again; its layer is applied instead.",
   );
 export type Cache = z.infer<typeof CacheSchema>;
 

@@ -33,6 +33,15 @@ export const PushTargetSchema = z.object({
 });
 export type PushTarget = z.infer<typeof PushTargetSchema>;
 
+/** The RUN step cache a stage pod's pusher reads and fills (build/step-cache.ts), with the push secret. */
+export const StepCacheTargetSchema = z.object({
+  /** `registry/repository`, without tag or digest. */
+  repository: z.string().min(1),
+  /** Cached steps older than this run again. */
+  ttlSeconds: z.number().int().positive(),
+});
+export type StepCacheTarget = z.infer<typeof StepCacheTargetSchema>;
+
 export const StageJobSchema = z.discriminatedUnion("kind", [
   z.object({
     kind: z.literal("stage"),
@@ -46,6 +55,8 @@ export const StageJobSchema = z.discriminatedUnion("kind", [
     /** The build context, pinned by the plan pod (a git commit, an archive's sha256, an artifact's digest). */
     source: SourceSchema,
     push: PushTargetSchema,
+    /** Absent when the ImageBuild disables the cache. */
+    cache: StepCacheTargetSchema.optional(),
   }),
   z.object({
     kind: z.literal("plan"),

@@ -65,12 +65,17 @@ export async function buildRunStage(
   // Only the cache or a file step before the first RUN needs the tree here; the executor walks the root anyway.
   const first = stage.steps.find((s) => s.kind !== "config");
   const needsTree = run.cache !== undefined || first?.kind !== "run";
+  // The RUN the file-only pass stopped at missed already; the executor asks again for it and the ones after.
+  const missed = new Set<string>();
   const progress = await buildStage(stage, {
     ...inputs,
     ...(needsTree ? { tree: treeOf(takeSnapshot(baseRoot)) } : {}),
     runStep: async (_step, key) => {
       const layer = await run.cache?.lookup(key, platform);
-      if (layer === undefined) return undefined;
+      if (layer === undefined) {
+        missed.add(key);
+        return undefined;
+      }
       stats.cached++;
       return { layer, cached: true };
     },
@@ -84,6 +89,7 @@ export async function buildRunStage(
       sources.set(key, (await inputs.sourceRoots(from)).root);
     }
   }
+  const cache = run.cache;
   const onStep = async (e: Extract<ExecutorEvent, { type: "step" }>, layer: Layer | undefined) => {
     if (e.kind === "run") e.cached ? stats.cached++ : stats.ran++;
     if (layer === undefined) return;
@@ -100,6 +106,7 @@ export async function buildRunStage(
       timestamp,
       dockerfile: inputs.dockerfile ?? false,
       sources: {},
+      cacheLookups: run.cache !== undefined,
     },
     progress.image,
     {
@@ -112,6 +119,9 @@ export async function buildRunStage(
       caches: run.caches,
       compileCache: run.compileCache,
       onStep,
+      ...(cache !== undefined
+        ? { lookup: async (key: string) => (missed.has(key) ? undefined : cache.lookup(key, platform)) }
+        : {}),
       ...(run.onOutput !== undefined ? { onOutput: run.onOutput } : {}),
       log: run.log,
     },

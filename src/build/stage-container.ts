@@ -43,6 +43,8 @@ export interface StageContainerOptions {
     event: Extract<ExecutorEvent, { type: "step" }>,
     layer: Layer | undefined,
   ) => Promise<void>;
+  /** Answers the executor's cache lookups (followExecutor). */
+  readonly lookup?: (key: string) => Promise<Layer | undefined>;
   readonly onOutput?: (chunk: Buffer) => void;
   readonly log: Logger;
 }
@@ -134,6 +136,7 @@ async function runIn(
   });
   const following = followExecutor(workspace, job, prefix, {
     ...(o.onStep !== undefined ? { onStep: o.onStep } : {}),
+    ...(o.lookup !== undefined ? { lookup: o.lookup } : {}),
     stopped: () => exited,
     log: o.log,
   });

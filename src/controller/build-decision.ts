@@ -307,7 +307,7 @@ export function decide(world: World, opts: DecideOptions): Decision {
     attempts[u.name] = [count + 1, now.getTime()];
     attemptsChanged = true;
     const job = jobOf(ib, plan, world.source, u, results, multi);
-    const runsCode = u.stage?.steps.some((s) => s.kind === "run") ?? false;
+    const runsCode = hasRun(u.stage);
     if (job.kind === "stage" && runsCode && u.stage?.base.kind === "scratch") {
       return finish(
         fail(
@@ -460,6 +460,11 @@ export function stepStatuses(stage: Stage, result: StageResult): StepStatus[] {
   });
 }
 
+/** Whether the stage runs user code (a RUN step), which needs a node of its platform and the step cache. */
+function hasRun(stage: Stage | undefined): boolean {
+  return stage?.steps.some((s) => s.kind === "run") ?? false;
+}
+
 function repositoryOf(image: string): string {
   const at = image.indexOf("@");
   const name = at === -1 ? image : image.slice(0, at);
@@ -514,6 +519,7 @@ function jobOf(
     const digest = results.get(d)?.digest;
     if (stageName !== undefined && digest !== undefined) inputs[stageName] = `${repo}@${digest}`;
   }
+  const cache = ib.spec.cache;
   return {
     kind: "stage",
     stage: u.stage!,
@@ -522,6 +528,15 @@ function jobOf(
     inputs,
     source,
     push: push(!multi && u.stageName === plan.target),
+    // Only RUN steps are cached: file steps cost less to do again than to fetch.
+    ...(hasRun(u.stage) && !cache.disabled
+      ? {
+          cache: {
+            repository: cache.repository ?? `${repo}/cache`,
+            ttlSeconds: parseDuration(cache.ttl) / 1000,
+          },
+        }
+      : {}),
   };
 }
 

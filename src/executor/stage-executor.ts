@@ -1,5 +1,6 @@
 import fs from "node:fs";
 import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { DockerfileError, describeError, InvalidInputError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { Layer } from "../oci/image.ts";
@@ -21,14 +22,16 @@ import { diffSnapshots, mountPointsBelow, type Snapshot, takeSnapshot } from "./
 import { runStepProcess, StepProcessError } from "./step-process.ts";
 import {
   appendEvent,
-  cachedLayerFile,
   contextDir,
   type ExecutorJob,
-  LayerFileSchema,
-  layerOf,
   layerRef,
   layersDir,
+  readCacheAnswer,
 } from "./workspace.ts";
+
+/** How long a RUN waits for the pusher's answer to its cache lookup, and how often it looks. */
+const LOOKUP_WAIT_MS = 300_000;
+const LOOKUP_POLL_MS = 50;
 
 /** kiln's runtime this file runs from (its src/executor/). */
 const RUNTIME_DIR = path.resolve(import.meta.dirname, "..", "..");
@@ -49,8 +52,8 @@ export interface ExecuteStageOptions {
 /**
  * Runs a stage's steps in place in the root it is running in (DESIGN decision 2): COPY, ADD and WORKDIR
  * write what they computed into the root; RUN steps run as child processes (kiln-run) and their layer is the
- * stat diff of the root (decision 3); a RUN whose cache key has a cached layer in the workspace gets that
- * layer applied instead. Each layer is announced in the workspace as soon as it is written, for the pusher;
+ * stat diff of the root (decision 3); with `cacheLookups`, a RUN first asks the pusher for the layer cached
+ * under its key and gets that layer applied instead when there is one. Each layer is announced in the workspace as soon as it is written, for the pusher;
  * the executor itself never holds registry credentials. Returns after the `done` event, or throws after the
  * `failed` event.
  */
@@ -98,7 +101,7 @@ export async function executeStage(job: ExecutorJob, options: ExecuteStageOption
   const hide = kilnMounts.filter((m) => mounted.has(m));
   const context = BuildContext.open(contextDir(workspace));
   const run = async (step: Parameters<typeof runStepProcess>[0], key: string): Promise<RunLayer> => {
-    const cached = readCachedLayer(workspace, key);
+    const cached = job.cacheLookups ? await askCache(workspace, key, log) : undefined;
     if (cached !== undefined) {
       await applyLayer(cached.open(), rootfs);
       snapshot = undefined;
@@ -174,15 +177,26 @@ export function createdAt(timestamp: number): string {
   return new Date(timestamp * 1000).toISOString().replace(/\.\d{3}Z$/, "Z");
 }
 
-function readCachedLayer(workspace: string, key: string): (Layer & { file: string }) | undefined {
-  const file = cachedLayerFile(workspace, key);
-  let meta: string;
-  try {
-    meta = fs.readFileSync(`${file}.json`, "utf8");
-  } catch {
-    return undefined;
+/**
+ * Asks the pusher for the layer cached under `key` and waits for its answer. A pusher that does not answer
+ * in time (a slow registry) costs the step its cache, not the build.
+ */
+async function askCache(
+  workspace: string,
+  key: string,
+  log: Logger,
+): Promise<(Layer & { file: string }) | undefined> {
+  appendEvent(workspace, { type: "lookup", key });
+  const deadline = Date.now() + LOOKUP_WAIT_MS;
+  for (;;) {
+    const answer = readCacheAnswer(workspace, key);
+    if (answer !== undefined) return answer === "miss" ? undefined : answer;
+    if (Date.now() > deadline) {
+      log.warn({ key, waitedMs: LOOKUP_WAIT_MS }, "The cache did not answer; running the step");
+      return undefined;
+    }
+    await sleep(LOOKUP_POLL_MS);
   }
-  return layerOf(workspace, LayerFileSchema.parse(JSON.parse(meta)));
 }
 
 /** The root's tree as the file-only steps see an image's: types, modes, owners, link targets, users. */

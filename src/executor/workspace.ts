@@ -1,5 +1,6 @@
 import fs from "node:fs";
 import path from "node:path";
+import { pipeline } from "node:stream/promises";
 import { z } from "zod";
 import { DigestSchema } from "../oci/digest.ts";
 import type { Layer } from "../oci/image.ts";
@@ -26,6 +27,8 @@ export const ExecutorJobSchema = z.object({
   dockerfile: z.boolean(),
   /** The roots of the stages and images the steps copy or bind-mount from, by `stage:NAME` / `image:REF`. */
   sources: z.record(z.string(), z.string()).default({}),
+  /** A pusher answers cache lookups: each RUN asks for its key before it runs. */
+  cacheLookups: z.boolean().default(false),
 });
 export type ExecutorJob = z.infer<typeof ExecutorJobSchema>;
 
@@ -51,6 +54,8 @@ export const ExecutorEventSchema = z.discriminatedUnion("type", [
     cacheKey: z.string().optional(),
     layer: LayerFileSchema.optional(),
   }),
+  /** A RUN step about to run asks the pusher for its cached layer; it answers in `cache/` (cachedLayerFile). */
+  z.object({ type: z.literal("lookup"), key: z.string() }),
   z.object({ type: z.literal("done"), config: ImageConfigSchema }),
   z.object({
     type: z.literal("failed"),
@@ -91,8 +96,44 @@ export function contextDir(workspace: string): string {
   return path.join(workspace, "context");
 }
 
-/** A cached RUN layer the pusher put there for the executor: `cache/KEY` (the blob) and `cache/KEY.json`. */
-export function cachedLayerFile(workspace: string, key: string): string {
+/**
+ * The pusher's answer to a lookup: `cache/KEY` (the layer blob) and `cache/KEY.json` (its LayerFileRef), or
+ * `cache/KEY.miss` when the cache has none. Each file is renamed into place whole, the JSON last, so the
+ * executor never reads half an answer.
+ */
+export async function writeCacheAnswer(
+  workspace: string,
+  key: string,
+  layer: Layer | undefined,
+): Promise<void> {
+  const file = cachedLayerFile(workspace, key);
+  await fs.promises.mkdir(path.dirname(file), { recursive: true });
+  if (layer === undefined) {
+    await fs.promises.writeFile(`${file}.miss`, "");
+    return;
+  }
+  await pipeline(layer.open(), fs.createWriteStream(`${file}.part`));
+  await fs.promises.rename(`${file}.part`, file);
+  const ref = layerRef(workspace, { ...layer, file });
+  await fs.promises.writeFile(`${file}.json.part`, JSON.stringify(ref));
+  await fs.promises.rename(`${file}.json.part`, `${file}.json`);
+}
+
+/** The pusher's answer to a lookup of `key`: the cached layer, "miss", or undefined while it has not answered. */
+export function readCacheAnswer(
+  workspace: string,
+  key: string,
+): (Layer & { file: string }) | "miss" | undefined {
+  const file = cachedLayerFile(workspace, key);
+  try {
+    return layerOf(workspace, LayerFileSchema.parse(JSON.parse(fs.readFileSync(`${file}.json`, "utf8"))));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+  }
+  return fs.existsSync(`${file}.miss`) ? "miss" : undefined;
+}
+
+function cachedLayerFile(workspace: string, key: string): string {
   return path.join(workspace, "cache", key);
 }
 

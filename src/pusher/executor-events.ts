@@ -9,6 +9,7 @@ import {
   eventsFile,
   layerOf,
   validated,
+  writeCacheAnswer,
 } from "../executor/workspace.ts";
 import type { Logger } from "../log.ts";
 import type { Image, Layer } from "../oci/image.ts";
@@ -24,6 +25,11 @@ export interface FollowOptions {
     event: Extract<ExecutorEvent, { type: "step" }>,
     layer: Layer | undefined,
   ) => Promise<void>;
+  /**
+   * Answers the executor's cache lookups: the layer cached under a RUN step's key, or undefined. Without it
+   * the executor asks nothing (its job's `cacheLookups` is false).
+   */
+  readonly lookup?: (key: string) => Promise<Layer | undefined>;
   /** True once the executor cannot write any more events (its process ended or stopped answering). */
   readonly stopped: () => boolean;
   readonly log: Logger;
@@ -49,6 +55,7 @@ export async function followExecutor(
   const take = () => {
     for (const e of tail.read()) {
       last = e;
+      if (e.type === "lookup") uploads.push(answerLookup(workspace, e.key, o));
       if (e.type !== "step") continue;
       o.log.info(
         { line: e.line, step: e.kind, ms: e.ms, ...(e.layer ? { size: e.layer.size } : {}) },
@@ -77,6 +84,17 @@ export async function followExecutor(
     throw new ExecutorLostError("the stage executor's config does not name the layers it wrote");
   }
   return { config: end.config, layers: [...prefix.layers, ...layers] };
+}
+
+/** A cache that fails to answer costs the step its cache, never the build: the executor hears "miss". */
+async function answerLookup(workspace: string, key: string, o: FollowOptions): Promise<void> {
+  let layer: Layer | undefined;
+  try {
+    layer = await o.lookup?.(key);
+  } catch (err) {
+    o.log.warn({ err, key }, "Cache lookup failed; the step runs");
+  }
+  await writeCacheAnswer(workspace, key, layer);
 }
 
 /** Reads complete JSON lines appended to a file since the last read; a missing file has none yet. */

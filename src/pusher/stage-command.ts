@@ -12,6 +12,7 @@ import {
 } from "../api/stage-result.ts";
 import { fileLayerWriter } from "../build/layer-writer.ts";
 import { scratchImage } from "../build/local-build.ts";
+import { StepCache } from "../build/step-cache.ts";
 import { compileDockerfile } from "../dockerfile/compile.ts";
 import { DockerfileError, describeError, InvalidInputError, isTemporary, NotFoundError } from "../errors.ts";
 import { BuildContext } from "../executor/context.ts";
@@ -169,8 +170,14 @@ export function failureOf(err: unknown, reason: string): StageFailure {
   };
 }
 
+/** The output's registry, and the step cache's, when the ImageBuild allows them plain HTTP. */
 function registryHosts(job: StageJob): string[] {
-  return job.push.insecure ? [parseReference(job.push.image).registry] : [];
+  if (!job.push.insecure) return [];
+  const cache = job.kind === "stage" ? job.cache : undefined;
+  return [
+    parseReference(job.push.image).registry,
+    ...(cache ? [parseReference(cache.repository).registry] : []),
+  ];
 }
 
 function client(job: StageJob, opts: StageOptions, log: Logger): Promise<RegistryClient> {
@@ -300,6 +307,7 @@ async function prepareRunStage(opts: StageOptions, log: Logger): Promise<void> {
     timestamp: job.timestamp,
     dockerfile: job.dockerfile,
     sources,
+    cacheLookups: job.cache !== undefined,
   };
   await writeFile(jobFile(workspace), JSON.stringify(executorJob));
   log.info({ sources: Object.keys(sources) }, "Prepared the workspace");
@@ -323,6 +331,19 @@ async function pushRunStage(opts: StageOptions, log: Logger): Promise<StageResul
   });
   const target = targetOf(job);
   const repo = { registry: target.registry, repository: target.repository };
+  const platform = parsePlatform(job.stage.platform);
+  const cacheRepo = job.cache !== undefined ? parseReference(job.cache.repository) : undefined;
+  const cache =
+    job.cache !== undefined && cacheRepo !== undefined
+      ? new StepCache({
+          registry: reg,
+          repository: cacheRepo,
+          ttlMs: job.cache.ttlSeconds * 1000,
+          blobDir: join(workspace, "pusher-blobs"),
+        })
+      : undefined;
+  // A cached layer is in the cache repository already: mounted from there, not uploaded again.
+  const mountCached = cacheRepo?.registry === target.registry ? cacheRepo.repository : undefined;
   const steps: StepResult[] = [];
   const image = await followExecutor(workspace, executorJob, base, {
     onStep: async (e, layer) => {
@@ -332,8 +353,23 @@ async function pushRunStage(opts: StageOptions, log: Logger): Promise<StageResul
         ms: e.ms,
         ...(layer !== undefined ? { digest: layer.digest, size: layer.size } : {}),
       });
-      if (layer !== undefined && !(await reg.hasBlob(repo, layer.digest))) await reg.uploadBlob(repo, layer);
+      if (layer === undefined) return;
+      await Promise.all([
+        (async () => {
+          if (await reg.hasBlob(repo, layer.digest)) return;
+          await reg.uploadBlob(repo, layer, e.cached && mountCached ? { mountFrom: mountCached } : {});
+        })(),
+        // A cache that cannot take the layer costs the next build its hit, not this build.
+        e.cacheKey !== undefined
+          ? cache
+              ?.store(e.cacheKey, layer, platform)
+              .catch((err: unknown) =>
+                log.warn({ err, line: e.line }, "Could not store the step in the cache"),
+              )
+          : undefined,
+      ]);
     },
+    ...(cache !== undefined ? { lookup: (key: string) => cache.lookup(key, platform) } : {}),
     stopped: () => executorSilent(workspace),
     log,
     pollMs: 100,
@@ -343,7 +379,7 @@ async function pushRunStage(opts: StageOptions, log: Logger): Promise<StageResul
     tags: job.push.tagged ? job.push.tags : [],
     ...(sameRegistry !== undefined ? { mountFrom: sameRegistry } : {}),
   });
-  log.info({ digest: d.digest, uploaded: reg.stats }, "Pushed stage");
+  log.info({ digest: d.digest, uploaded: reg.stats, cache: cache?.stats }, "Pushed stage");
   return { digest: d.digest, steps };
 }
 

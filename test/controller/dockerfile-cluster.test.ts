@@ -145,6 +145,70 @@ suite("Dockerfile builds on the test cluster", { concurrency: true, timeout: 400
     assert.deepEqual(names, ["plan", "stage", "stage"]);
   });
 
+  test("a second build takes its RUN steps from the cache repository; a build with the cache disabled runs them", async (t) => {
+    const { c, ns } = await started(t);
+    const r = c.env.KILN_TEST_REGISTRY;
+    // Random bytes: only a layer taken from the cache can make the second image equal the first.
+    const dockerfile = [
+      "FROM busybox",
+      "COPY seed.txt /seed.txt",
+      "RUN head -c 32 /dev/urandom | od -An -tx1 > /random.txt",
+      "RUN cat /seed.txt /random.txt > /both.txt",
+      "",
+    ].join("\n");
+    const spec = (name: string, cache: object) => ({
+      source: { inline: { files: { "seed.txt": "seed\n" } } },
+      dockerfile: { inline: dockerfile },
+      output: { image: `${r}/e2e/${ns}/${name}:v1`, insecure: true },
+      cache,
+    });
+    const cacheRepo = `${r}/e2e/${ns}/step-cache`;
+    const steps = (ib: Awaited<ReturnType<typeof finished>>) =>
+      ib.status?.stages?.[0]?.steps?.map((s) => [s.line, s.cached, s.layerDigest]) ?? [];
+
+    await createImageBuild(c, ns, "cold", spec("cold", { repository: cacheRepo }));
+    const cold = await finished(c, ns, "cold");
+    assert.equal(cold.status?.phase, "Succeeded", JSON.stringify(cold.status?.failure));
+    const coldSteps = steps(cold);
+    assert.deepEqual(
+      coldSteps.map(([line, cached]) => [line, cached]),
+      [
+        [2, false],
+        [3, false],
+        [4, false],
+      ],
+    );
+    // Each RUN's layer is stored under a tag of its own in the cache repository.
+    const tags = JSON.parse(
+      (await fetch(`http://${r}/v2/e2e/${ns}/step-cache/tags/list`).then((res) => res.text())) || "{}",
+    ) as { tags?: string[] };
+    assert.equal(tags.tags?.length, 2, JSON.stringify(tags));
+
+    await createImageBuild(c, ns, "warm", spec("warm", { repository: cacheRepo }));
+    await createImageBuild(c, ns, "nocache", spec("nocache", { repository: cacheRepo, disabled: true }));
+    const warm = await finished(c, ns, "warm");
+    assert.equal(warm.status?.phase, "Succeeded", JSON.stringify(warm.status?.failure));
+    assert.deepEqual(
+      steps(warm),
+      coldSteps.map(([line, , digest], i) => [line, i > 0, digest]),
+    );
+    assert.equal(warm.status?.digest, cold.status?.digest);
+    assert.equal(warm.status?.digest, await registryDigest(`${r}/e2e/${ns}/warm:v1`));
+
+    const nocache = await finished(c, ns, "nocache");
+    assert.equal(nocache.status?.phase, "Succeeded", JSON.stringify(nocache.status?.failure));
+    assert.deepEqual(
+      steps(nocache).map(([line, cached]) => [line, cached]),
+      [
+        [2, false],
+        [3, false],
+        [4, false],
+      ],
+    );
+    assert.equal(steps(nocache)[0]?.[2], coldSteps[0]?.[2]); // the COPY's layer is the same
+    assert.notEqual(steps(nocache)[1]?.[2], coldSteps[1]?.[2]); // the RUN ran again: other random bytes
+  });
+
   test("a RUN that exits 1 ends Failed with its Dockerfile line and the step's output", async (t) => {
     const { c, ns } = await started(t);
     const r = c.env.KILN_TEST_REGISTRY;
