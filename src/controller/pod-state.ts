@@ -101,6 +101,28 @@ export function summarizePod(pod: V1Pod): V1Pod {
 // The type asks for image, imageID, ready and restartCount, which nothing here reads.
 const containerSummary = (c: V1ContainerStatus) => ({ name: c.name, state: c.state }) as V1ContainerStatus;
 
+/** How many lines of a failed step's output a failure's logSnippet keeps. */
+const SNIPPET_LINES = 20;
+
+/**
+ * What a failed build container printed for people: its log without kiln's own JSON records (the pod log
+ * interleaves them with the steps' output), the last {@link SNIPPET_LINES} lines. A container that printed
+ * nothing else has no snippet: the failure's message says it all.
+ */
+export function logSnippet(log: string): string | undefined {
+  const lines = log.split("\n").filter((l) => l.trim() !== "" && !isKilnRecord(l));
+  return lines.length > 0 ? lines.slice(-SNIPPET_LINES).join("\n") : undefined;
+}
+
+function isKilnRecord(line: string): boolean {
+  if (!line.startsWith("{")) return false;
+  try {
+    return (JSON.parse(line) as { app?: unknown }).app === "kiln";
+  } catch {
+    return false;
+  }
+}
+
 /** JSON times arrive as strings; client-node's types call them Date. */
 export function timeOf(t: Date | string | undefined): string | undefined {
   if (t === undefined) return undefined;

@@ -10,7 +10,7 @@ import { type Attempts, type DecideOptions, decide, EVENT_FOLLOWS, isFinished } 
 import { compilePlan, PLANNED_BY_POD, type PodPlan, readPlanOutput } from "./compile-plan.ts";
 import type { Metrics } from "./metrics.ts";
 import { Annotation, FINALIZER, Label, planPodName } from "./names.ts";
-import { podState } from "./pod-state.ts";
+import { logSnippet, podState } from "./pod-state.ts";
 
 export type Request = { readonly namespace: string; readonly name: string };
 export type Result = {
@@ -207,7 +207,8 @@ export async function reconcile(req: Request, deps: ReconcileDeps): Promise<Resu
       if (s.kind !== "failed" || s.transient || s.failure.log !== undefined || s.container === undefined)
         continue;
       try {
-        logs.set(name, await readPodLog(deps.client, namespace, name, s.container));
+        const snippet = logSnippet(await readPodLog(deps.client, namespace, name, s.container));
+        if (snippet !== undefined) logs.set(name, snippet);
       } catch (err) {
         deps.log.warn({ err, pod: name }, "Failed to read pod log");
       }

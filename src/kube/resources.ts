@@ -86,7 +86,10 @@ export async function readPodLog(
   namespace: string,
   name: string,
   container: string,
-  limits: { readonly tailLines?: number; readonly limitBytes?: number } = { tailLines: 20, limitBytes: 4096 },
+  limits: { readonly tailLines?: number; readonly limitBytes?: number } = {
+    tailLines: 200,
+    limitBytes: 32_768,
+  },
 ): Promise<string> {
   return client.request<string>("GET", `${podsPath(namespace)}/${name}/log`, {
     query: {

@@ -246,6 +246,7 @@ suite("controller on the test cluster", { concurrency: true, timeout: 400_000 },
     assert.equal(f?.stage, "image");
     assert.equal(f?.line, undefined, "a layer spec has no Dockerfile line");
     assert.match(f?.message ?? "", /^layers\[1\]\.files\[0\]: missing\.txt: not found in the build context/);
+    assert.equal(f?.logSnippet, undefined, "no step printed anything; kiln's own log records are no snippet");
     assert.deepEqual(
       ib.status?.conditions?.map((x) => [x.type, x.status, x.reason]),
       [

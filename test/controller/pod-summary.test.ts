@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import type { V1Pod } from "@kubernetes/client-node";
-import { type PodState, podState, summarizePod } from "../../src/controller/pod-state.ts";
+import { logSnippet, type PodState, podState, summarizePod } from "../../src/controller/pod-state.ts";
 import { countAttempts } from "../../src/controller/reconcile.ts";
 import { DIGEST_A, finishedPod, runningPod, succeededPod } from "./fixtures.ts";
 
@@ -92,4 +92,21 @@ test("countAttempts counts a pod no recorded attempt covers, at its creation tim
   });
   const same = new Map([["app-1", runningPod("app-1")]]);
   assert.equal(countAttempts(recorded, same, now), recorded); // nothing new: the recorded value itself
+});
+
+test("logSnippet keeps what the steps printed, not kiln's own log records, the last 20 lines", () => {
+  const record = (msg: string) => JSON.stringify({ level: 30, app: "kiln", msg });
+  const steps = Array.from({ length: 25 }, (_, i) => `[line 3] output ${i}`);
+  const log = [
+    record("Starting"),
+    ...steps,
+    '{"app":"mine","msg":"a step printed JSON"}',
+    record("Stage build failed"),
+    "",
+  ];
+  assert.equal(
+    logSnippet(log.join("\n")),
+    [...steps.slice(-19), '{"app":"mine","msg":"a step printed JSON"}'].join("\n"),
+  );
+  assert.equal(logSnippet([record("Starting"), record("COPY failed"), ""].join("\n")), undefined);
 });
