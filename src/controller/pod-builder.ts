@@ -216,10 +216,20 @@ export function buildPod(ib: ImageBuild, unit: PodUnit, cfg: BuilderConfig): V1P
   } else if (job.kind === "index") {
     containers = [kiln("pusher", withSecret(stageArgs("index")), [jobMount, workMount, ...secretMounts])];
   } else if (!runs) {
-    initContainers = [
-      { ...kiln("executor", stageArgs("build"), [jobMount, workMount]), securityContext: AS_ROOT },
+    // A file-only stage runs no user code, so one container builds and pushes it: a second container would
+    // start only after the kubelet noticed the first one's end, up to a second later. It is the stage's
+    // pusher, the one container with the push secret; root, to unpack COPY --from roots with their owners.
+    containers = [
+      {
+        ...kiln("pusher", withSecret(stageArgs("build")), [
+          jobMount,
+          workMount,
+          ...secretMounts,
+          ...sourceMounts,
+        ]),
+        securityContext: AS_ROOT,
+      },
     ];
-    containers = [kiln("pusher", withSecret(stageArgs("push")), [jobMount, workMount, ...secretMounts])];
   } else {
     const runtimeMount: V1VolumeMount = { name: "runtime", mountPath: RUNTIME_MOUNT, readOnly: true };
     initContainers = [

@@ -46,10 +46,12 @@ import { type FetchedSource, fetchSource } from "../source/fetch-source.ts";
 import { followExecutor } from "./executor-events.ts";
 
 /**
- * `kiln stage build|push|index`: what runs inside a build pod. `build` (the executor, no credentials) turns
- * the job's stage into an OCI layout on the shared volume; `push` (the pusher, the only holder of the push
- * secret) uploads it; `index` pushes the image index over the platforms. Each ends by writing a StageResult
- * to the termination-message file, which is all the controller reads (DESIGN decision 8).
+ * `kiln stage build|prepare|push|plan|index`: what runs inside a build pod. `build` builds a file-only stage
+ * (no user code runs) and pushes it; for a stage with RUN, `prepare` (no credentials) lays out the workspace
+ * for the executor in the stage's base image and `push` (the pusher, the only holder of the push secret)
+ * uploads what the executor writes; `plan` compiles the build; `index` pushes the image index over the
+ * platforms. Each ends by writing a StageResult to the termination-message file, which is all the controller
+ * reads (DESIGN decision 8).
  */
 
 const LAYOUT_REF = "stage";
@@ -78,16 +80,20 @@ export async function runStageCommand(args: readonly string[], log: Logger): Pro
   const opts = await parseStageOptions(rest);
   const started = performance.now();
   let result: StageResult | undefined;
+  // What failed decides the reason: a build that built its stage fails as a push.
+  let doing = sub;
   try {
     switch (sub) {
       case "build":
         await buildStage(opts, log);
+        doing = "push";
+        result = await pushStage(opts, log);
         break;
       case "prepare":
         await prepareRunStage(opts, log);
         break;
       case "push":
-        result = existsSync(jobFile(opts.out)) ? await pushRunStage(opts, log) : await pushStage(opts, log);
+        result = await pushRunStage(opts, log);
         break;
       case "plan":
         result = await planBuild(opts, log);
@@ -104,7 +110,7 @@ export async function runStageCommand(args: readonly string[], log: Logger): Pro
     log.error({ err }, `Stage ${sub} failed`);
     // A step the executor beside the pusher failed is the step's failure, not the push's.
     const reason =
-      sub !== "plan" && err instanceof DockerfileError ? "StepFailed" : FAILURE_REASON[sub ?? ""];
+      doing !== "plan" && err instanceof DockerfileError ? "StepFailed" : FAILURE_REASON[doing ?? ""];
     const failure = failureOf(err, reason ?? "PushFailed");
     await writeFile(opts.terminationLog, encodeStageResult({ steps: [], failure }));
     return 1;

@@ -34,12 +34,17 @@ async function started(t: TestContext) {
   return { c, ns, ctl };
 }
 
+/** Two stages with RUN one after the other take a while on a busy two-core machine. */
 async function finished(c: Cluster, ns: string, name: string) {
-  return waitFor(`${ns}/${name} to finish`, async () => {
-    const ib = await getImageBuild(c, ns, name);
-    const phase = ib?.status?.phase;
-    return phase === "Succeeded" || phase === "Failed" ? ib : undefined;
-  });
+  return waitFor(
+    `${ns}/${name} to finish`,
+    async () => {
+      const ib = await getImageBuild(c, ns, name);
+      const phase = ib?.status?.phase;
+      return phase === "Succeeded" || phase === "Failed" ? ib : undefined;
+    },
+    240_000,
+  );
 }
 
 /** `kiln build` of the same files on this machine, pushed to `ref`; its digest. */
@@ -304,6 +309,15 @@ suite("Dockerfile builds on the test cluster", { concurrency: true, timeout: 400
       output: { image: `${r}/e2e/${ns}/fromgit:v1`, insecure: true },
     });
 
+    // A file-only stage fetches the source in its one container, which must get the git credentials too.
+    await createImageBuild(c, ns, "fromgit-files", {
+      source: {
+        git: { url: `${server.url}/app.git`, revision: "main", subPath: "app", secretRef: { name: "git" } },
+      },
+      dockerfile: { inline: "FROM busybox\nCOPY msg.txt /msg.txt\n" },
+      output: { image: `${r}/e2e/${ns}/fromgit-files:v1`, insecure: true },
+    });
+
     const ctx = join(work, "ctx");
     await mkdir(ctx);
     await writeFile(join(ctx, "page.html"), "<p>from an artifact</p>\n");
@@ -326,6 +340,11 @@ suite("Dockerfile builds on the test cluster", { concurrency: true, timeout: 400
     // Every pod after the plan pod fetched the commit the plan pod pinned, not the branch again.
     const wants = server.uploadRequests.filter((b) => b.includes(`want ${commit}`));
     assert.ok(wants.length >= 2, `fetches of ${commit}: ${server.uploadRequests.length} upload requests`);
+
+    const files = await finished(c, ns, "fromgit-files");
+    assert.equal(files.status?.phase, "Succeeded", JSON.stringify(files.status?.failure));
+    const filesImage = await pullComparableImage(`${r}/e2e/${ns}/fromgit-files@${files.status?.digest}`);
+    assert.equal(filesImage.tree.get("/msg.txt")?.sha256, sha("from git\n"));
 
     const fromOci = await finished(c, ns, "fromoci");
     assert.equal(fromOci.status?.phase, "Succeeded", JSON.stringify(fromOci.status?.failure));

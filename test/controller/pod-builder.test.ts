@@ -15,7 +15,7 @@ const job = stageJob(
   { "a.txt": "a" },
 );
 
-test("buildPod: executor without credentials, pusher with the push secret, the job in an annotation", () => {
+test("buildPod: a file-only stage is one pusher container, root, with the push secret; the job in an annotation", () => {
   const ib = imageBuild({
     spec: {
       resources: { limits: { memory: "1Gi" } },
@@ -96,31 +96,24 @@ test("buildPod: executor without credentials, pusher with the push secret, the j
           secret: { secretName: "push", items: [{ key: ".dockerconfigjson", path: "config.json" }] },
         },
       ],
-      initContainers: [
+      containers: [
         {
           ...container(
-            "executor",
-            ["stage", "build", "--job", "/kiln-job/job.json", "--out", "/.kiln/workspace"],
-            [jobMount, workMount],
+            "pusher",
+            [
+              "stage",
+              "build",
+              "--job",
+              "/kiln-job/job.json",
+              "--out",
+              "/.kiln/workspace",
+              "--authfile",
+              "/kiln-push-secret/config.json",
+            ],
+            [jobMount, workMount, { name: "push-secret", mountPath: "/kiln-push-secret", readOnly: true }],
           ),
           securityContext: { runAsUser: 0, runAsGroup: 0 },
         },
-      ],
-      containers: [
-        container(
-          "pusher",
-          [
-            "stage",
-            "push",
-            "--job",
-            "/kiln-job/job.json",
-            "--out",
-            "/.kiln/workspace",
-            "--authfile",
-            "/kiln-push-secret/config.json",
-          ],
-          [jobMount, workMount, { name: "push-secret", mountPath: "/kiln-push-secret", readOnly: true }],
-        ),
       ],
     },
   });
@@ -279,7 +272,7 @@ test("buildPod: the controller's default resources and registry CA reach every k
   });
   assert.deepEqual(
     containersOf(pod).map((c) => c.name),
-    ["executor", "pusher"],
+    ["pusher"],
   );
   for (const c of containersOf(pod)) {
     assert.deepEqual(c.env, [
