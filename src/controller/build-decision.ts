@@ -36,7 +36,10 @@ export interface BuildUnit {
 }
 
 /** Pods created per unit name, and when the last was created, for the retry limit and backoff. */
-export type Attempts = Readonly<Record<string, readonly [count: number, lastMs: number]>>;
+/** By pod name: how often it was started, when last, and why the last one failed outside the build. */
+export type Attempts = Readonly<
+  Record<string, readonly [count: number, lastMs: number, lastFailure?: string]>
+>;
 
 export interface World {
   readonly ib: ImageBuild;
@@ -254,7 +257,7 @@ export function decide(world: World, opts: DecideOptions): Decision {
   // Transient failures: delete the pod; it is created again (after a delay) once it is gone.
   let requeueAfterMs: number | undefined;
   // Only this generation's units: the names of earlier ones drop out with the next write.
-  const attempts: Record<string, readonly [number, number]> = Object.fromEntries(
+  const attempts: Record<string, Attempts[string]> = Object.fromEntries(
     Object.entries(world.attempts).filter(([name]) => units.some((u) => u.name === name)),
   );
   let attemptsChanged = false;
@@ -263,6 +266,10 @@ export function decide(world: World, opts: DecideOptions): Decision {
     const pod = world.pods.get(u.name);
     if (s?.kind === "failed" && s.transient && pod?.metadata?.deletionTimestamp === undefined) {
       deletes.add(u.name);
+      // Kept with the count: the pod that says why goes now, and the build's final failure must say it.
+      const [count = 1, lastMs = now.getTime()] = attempts[u.name] ?? [];
+      attempts[u.name] = [count, lastMs, `${s.failure.reason}: ${s.failure.message}`];
+      attemptsChanged = true;
       events.push({
         type: "Warning",
         reason: "Retrying",
@@ -283,13 +290,13 @@ export function decide(world: World, opts: DecideOptions): Decision {
   for (const u of units) {
     if (world.pods.has(u.name)) continue;
     if (!u.deps.every((d) => results.has(d))) continue;
-    const [count, lastMs] = attempts[u.name] ?? [0, 0];
+    const [count, lastMs, lastFailure] = attempts[u.name] ?? [0, 0];
     if (count >= opts.maxAttempts) {
       return finish(
         fail(
           {
             reason: "RetryLimitExceeded",
-            message: `stage ${u.stageName} (${u.platform}) was started ${count} times without finishing`,
+            message: `stage ${u.stageName} (${u.platform}) was started ${count} times without finishing${lastFailure !== undefined ? `; the last time: ${lastFailure}` : ""}`,
             stage: u.stageName,
           },
           stageStatuses,
@@ -304,7 +311,8 @@ export function decide(world: World, opts: DecideOptions): Decision {
         continue;
       }
     }
-    attempts[u.name] = [count + 1, now.getTime()];
+    attempts[u.name] =
+      lastFailure !== undefined ? [count + 1, now.getTime(), lastFailure] : [count + 1, now.getTime()];
     attemptsChanged = true;
     const job = jobOf(ib, plan, world.source, u, results, multi);
     const runsCode = hasRun(u.stage);
@@ -353,9 +361,18 @@ export function decide(world: World, opts: DecideOptions): Decision {
     },
     "Unknown",
     plan === undefined ? "Planning" : "Building",
-    plan === undefined
-      ? "Compiling the Dockerfile"
-      : `Building ${units.filter((u) => results.has(u.name)).length}/${units.length} units`,
+    [
+      plan === undefined
+        ? "Compiling the Dockerfile"
+        : `Building ${units.filter((u) => results.has(u.name)).length}/${units.length} units`,
+      // A build retrying a stage says why while it waits, not only in an event.
+      ...units.flatMap((u) => {
+        const [count, , lastFailure] = attempts[u.name] ?? [0, 0];
+        return lastFailure !== undefined && !results.has(u.name)
+          ? [`stage ${u.stageName} (${u.platform}) is retried after ${count} attempt(s): ${lastFailure}`]
+          : [];
+      }),
+    ].join("; "),
   );
   return {
     status,

@@ -97,8 +97,10 @@ export function controllerRef(ib: ImageBuild): V1OwnerReference {
 export function buildPod(ib: ImageBuild, unit: PodUnit, cfg: BuilderConfig): V1Pod {
   const spec = ib.spec;
   const job = unit.job;
-  // File-only work is the same on any node (DESIGN decision 5); only RUN needs the platform's own nodes.
-  const nodePlatform = unit.runsCode ? unit.platform : (cfg.platform ?? "linux/amd64");
+  // File-only work is the same on any node (DESIGN decision 5); only RUN needs nodes of the platform the
+  // stage runs on: its own (`FROM --platform=$BUILDPLATFORM` in a build for another platform), not the build's.
+  const runsOn = job.kind === "stage" ? job.stage.platform : unit.platform;
+  const nodePlatform = unit.runsCode ? runsOn : (cfg.platform ?? "linux/amd64");
   const [os = "linux", arch = "amd64"] = nodePlatform.split("/");
   const secret = spec.output.pushSecretRef;
   const runs = job.kind === "stage" && unit.runsCode;

@@ -341,7 +341,7 @@ function recordFinished(
  * created by a pass that ended before it wrote the annotation. Its creation time stands in for when.
  */
 export function countAttempts(recorded: Attempts, pods: ReadonlyMap<string, V1Pod>, now: Date): Attempts {
-  let counted: Record<string, readonly [number, number]> | undefined;
+  let counted: Record<string, Attempts[string]> | undefined;
   for (const [name, pod] of pods) {
     if (recorded[name] !== undefined) continue;
     const created = pod.metadata?.creationTimestamp;

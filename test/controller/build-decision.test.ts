@@ -211,6 +211,13 @@ test("an evicted pod is deleted and created again after the retry delay, up to t
   assert.deepEqual(first.delete, [POD]);
   assert.deepEqual(first.create, []);
   assert.equal(first.status.phase, "Building");
+  // Why is kept with the count, as the pod that says it goes, and the status says it while waiting.
+  const why = "Evicted: The node was low on memory.";
+  assert.deepEqual(first.attempts, { [POD]: [1, 0, why] });
+  assert.equal(
+    first.status.conditions?.find((c) => c.type === "Succeeded")?.message,
+    `Building 0/1 units; stage image (linux/amd64) is retried after 1 attempt(s): ${why}`,
+  );
   assert.deepEqual(first.events, [
     {
       type: "Warning",
@@ -226,6 +233,8 @@ test("an evicted pod is deleted and created again after the retry delay, up to t
   assert.equal(due.create.length, 1);
   assert.deepEqual(due.attempts, { [POD]: [2, NOW.getTime()] });
   assert.match(due.events[0]!.message, /attempt 2$/);
+  const again = decide(world(ib, {}, { attempts: { [POD]: [1, NOW.getTime() - 1000, why] } }), OPTS);
+  assert.deepEqual(again.attempts, { [POD]: [2, NOW.getTime(), why] });
   const spent = decide(world(ib, {}, { attempts: { [POD]: [3, 0] } }), OPTS);
   assert.equal(spent.status.phase, "Failed");
   assert.deepEqual(spent.status.failure, {
@@ -233,6 +242,11 @@ test("an evicted pod is deleted and created again after the retry delay, up to t
     message: "stage image (linux/amd64) was started 3 times without finishing",
     stage: "image",
   });
+  const said = decide(world(ib, {}, { attempts: { [POD]: [3, 0, why] } }), OPTS);
+  assert.equal(
+    said.status.failure?.message,
+    `stage image (linux/amd64) was started 3 times without finishing; the last time: ${why}`,
+  );
 });
 
 test("a registry 5xx reported by the pusher is retried; a pod deleted by someone is waited out", () => {

@@ -164,6 +164,25 @@ test("buildPod: a stage with RUN runs the executor in its pinned base with kiln'
     ...registry,
   ];
   assert.deepEqual(pod.spec?.nodeSelector, { "kubernetes.io/os": "linux", "kubernetes.io/arch": "arm64" });
+  // A stage FROM --platform=$BUILDPLATFORM of an arm64 build runs on the build platform's nodes.
+  const onAmd64 = buildPod(
+    ib,
+    {
+      name: "p",
+      job:
+        runJob.kind === "stage"
+          ? { ...runJob, stage: { ...runJob.stage, platform: "linux/amd64", buildFor: "linux/arm64" } }
+          : runJob,
+      stage: "build",
+      platform: "linux/arm64",
+      runsCode: true,
+    },
+    { image: "kiln" },
+  );
+  assert.deepEqual(onAmd64.spec?.nodeSelector, {
+    "kubernetes.io/os": "linux",
+    "kubernetes.io/arch": "amd64",
+  });
   // The kubelet pulls a base that is an earlier stage with the push secret; no container reads it for that.
   assert.deepEqual(pod.spec?.imagePullSecrets, [{ name: "push" }]);
   assert.deepEqual(pod.spec?.volumes?.slice(1), [
