@@ -11,7 +11,7 @@ import {
   type StepStatus,
 } from "../api/image-build.ts";
 import type { PushTarget, StageJob } from "../api/stage-job.ts";
-import type { StageResult } from "../api/stage-result.ts";
+import type { StageFailure, StageResult } from "../api/stage-result.ts";
 import { type BuildPlan, type Stage, stageSources } from "../plan/plan.ts";
 import { plannedInPod } from "./compile-plan.ts";
 import { indexPodName, planPodName, stagePodName } from "./names.ts";
@@ -59,6 +59,8 @@ export interface World {
   readonly admitted: boolean;
   /** Tails of failed containers' logs, by pod name. */
   readonly logs: ReadonlyMap<string, string>;
+  /** Pods that cannot start, by name, and why (a Secret they mount does not exist). */
+  readonly stuck?: ReadonlyMap<string, StageFailure>;
   readonly now: Date;
 }
 
@@ -170,7 +172,22 @@ export function decide(world: World, opts: DecideOptions): Decision {
   const states = new Map<string, PodState>();
   for (const u of units) {
     const pod = world.pods.get(u.name);
-    if (pod !== undefined) states.set(u.name, podState(pod));
+    if (pod === undefined) continue;
+    const stuck = world.stuck?.get(u.name);
+    states.set(
+      u.name,
+      stuck !== undefined
+        ? {
+            kind: "failed",
+            failure: stuck,
+            transient: false,
+            container: undefined,
+            result: undefined,
+            startTime: undefined,
+            completionTime: undefined,
+          }
+        : podState(pod),
+    );
   }
   const results = new Map<string, StageResult>();
   for (const [name, s] of states) if (s.kind === "succeeded") results.set(name, s.result);

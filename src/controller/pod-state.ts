@@ -101,6 +101,23 @@ export function summarizePod(pod: V1Pod): V1Pod {
 // The type asks for image, imageID, ready and restartCount, which nothing here reads.
 const containerSummary = (c: V1ContainerStatus) => ({ name: c.name, state: c.state }) as V1ContainerStatus;
 
+/**
+ * Why a build pod cannot start, from the kubelet's FailedMount Event messages: a Secret it mounts does not
+ * exist in its namespace. The kubelet retries such a mount for as long as the pod lives, so a build would
+ * wait out its timeout without a word; any other mount trouble may pass and is left to the kubelet.
+ */
+export function missingSecret(messages: readonly string[]): StageFailure | undefined {
+  for (const m of messages) {
+    const found = /volume "([^"]+)".*secret "([^"]+)" not found/s.exec(m);
+    if (found !== null)
+      return {
+        reason: "SecretNotFound",
+        message: `Secret ${found[2]} (volume ${found[1]}) does not exist in the ImageBuild's namespace`,
+      };
+  }
+  return undefined;
+}
+
 /** How many lines of a failed step's output a failure's logSnippet keeps. */
 const SNIPPET_LINES = 20;
 

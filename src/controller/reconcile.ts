@@ -1,16 +1,24 @@
 import type { KubernetesObject, V1Pod } from "@kubernetes/client-node";
 import { type Failure, type ImageBuild, ImageBuildSchema, Phase } from "../api/image-build.ts";
+import type { StageFailure } from "../api/stage-result.ts";
 import { isConflict, type KubeClient } from "../kube/client.ts";
 import type { EventRecorder } from "../kube/event-recorder.ts";
 import { trimMetadata } from "../kube/informer.ts";
-import { createPod, deletePod, patchMetadata, readPodLog, writeStatus } from "../kube/resources.ts";
+import {
+  createPod,
+  deletePod,
+  patchMetadata,
+  podEventMessages,
+  readPodLog,
+  writeStatus,
+} from "../kube/resources.ts";
 import type { Logger } from "../log.ts";
 import type { Admission } from "./admission.ts";
 import { type Attempts, type DecideOptions, decide, EVENT_FOLLOWS, isFinished } from "./build-decision.ts";
 import { compilePlan, PLANNED_BY_POD, type PodPlan, readPlanOutput } from "./compile-plan.ts";
 import type { Metrics } from "./metrics.ts";
 import { Annotation, FINALIZER, Label, planPodName } from "./names.ts";
-import { logSnippet, podState } from "./pod-state.ts";
+import { logSnippet, missingSecret, podState } from "./pod-state.ts";
 
 export type Request = { readonly namespace: string; readonly name: string };
 export type Result = {
@@ -214,6 +222,7 @@ export async function reconcile(req: Request, deps: ReconcileDeps): Promise<Resu
       }
     }
   }
+  const stuck = isFinished(ib.status, generation) ? new Map() : await stuckPods(deps, namespace, current);
   const pods = new Map(current);
   // Pods created moments ago that the cache has not delivered yet exist all the same.
   for (const name of deps.expectations.pending(uid)) {
@@ -224,7 +233,7 @@ export async function reconcile(req: Request, deps: ReconcileDeps): Promise<Resu
   const attempts = countAttempts(readAttempts(recorded), pods, now);
 
   const decision = decide(
-    { ib, plan, source, pods, stalePods: stale, attempts, admitted, logs, now },
+    { ib, plan, source, pods, stalePods: stale, attempts, admitted, logs, stuck, now },
     deps.decide,
   );
 
@@ -295,7 +304,38 @@ export async function reconcile(req: Request, deps: ReconcileDeps): Promise<Resu
     return { wake: deps.admission.release(key) };
   }
   if (phase === Phase.Pending) return { requeueAfterMs: QUEUED_RECHECK_MS };
-  return decision.requeueAfterMs !== undefined ? { requeueAfterMs: decision.requeueAfterMs } : {};
+  // A pod waiting to start changes nothing the watch would bring: look again for why it waits.
+  const waiting = [...current.values()].some((p) => p.status?.phase === "Pending");
+  const requeueAfterMs = Math.min(
+    decision.requeueAfterMs ?? Number.POSITIVE_INFINITY,
+    waiting ? STUCK_RECHECK_MS : Number.POSITIVE_INFINITY,
+  );
+  return Number.isFinite(requeueAfterMs) ? { requeueAfterMs } : {};
+}
+
+/** How long a pod may wait to start before its Events are read for why, and how often after that. */
+const STUCK_AFTER_MS = 8_000;
+const STUCK_RECHECK_MS = 10_000;
+
+/** This generation's pods that wait to start because a Secret they mount is missing (missingSecret). */
+async function stuckPods(
+  deps: ReconcileDeps,
+  namespace: string,
+  pods: ReadonlyMap<string, V1Pod>,
+): Promise<Map<string, StageFailure>> {
+  const stuck = new Map<string, StageFailure>();
+  const now = deps.now().getTime();
+  for (const [name, pod] of pods) {
+    const created = Date.parse(String(pod.metadata?.creationTimestamp ?? ""));
+    if (pod.status?.phase !== "Pending" || !(now - created >= STUCK_AFTER_MS)) continue;
+    try {
+      const failure = missingSecret(await podEventMessages(deps.client, namespace, name, "FailedMount"));
+      if (failure !== undefined) stuck.set(name, failure);
+    } catch (err) {
+      deps.log.warn({ err, pod: name }, "Failed to read the pod's events");
+    }
+  }
+  return stuck;
 }
 
 /** The plan the build's plan pod wrote, once it succeeded; read from its log once per generation. */

@@ -100,3 +100,18 @@ export async function readPodLog(
     text: true,
   });
 }
+
+/** The messages of a pod's Events of one reason (the kubelet's FailedMount, say), oldest first. */
+export async function podEventMessages(
+  client: KubeClient,
+  namespace: string,
+  pod: string,
+  reason: string,
+): Promise<string[]> {
+  const list = await client.request<{ items: { message?: string }[] }>(
+    "GET",
+    `/api/v1/namespaces/${namespace}/events`,
+    { query: { fieldSelector: `involvedObject.kind=Pod,involvedObject.name=${pod},reason=${reason}` } },
+  );
+  return list.items.map((e) => e.message ?? "");
+}

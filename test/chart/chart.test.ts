@@ -13,7 +13,7 @@ const CONTROLLER_RULES = [
   { apiGroups: ["kiln.dev"], resources: ["imagebuilds/finalizers"], verbs: ["update"] },
   { apiGroups: [""], resources: ["pods"], verbs: ["create", "delete", "list", "watch"] },
   { apiGroups: [""], resources: ["pods/log"], verbs: ["get"] },
-  { apiGroups: [""], resources: ["events"], verbs: ["create"] },
+  { apiGroups: [""], resources: ["events"], verbs: ["create", "list"] },
 ];
 
 const leaseRules = (lease: string) => [

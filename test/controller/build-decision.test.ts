@@ -8,6 +8,7 @@ import { type DecideOptions, decide, type World } from "../../src/controller/bui
 import { compilePlan, PLANNED_BY_POD } from "../../src/controller/compile-plan.ts";
 import { indexPodName, planPodName, stagePodName } from "../../src/controller/names.ts";
 import { buildPod } from "../../src/controller/pod-builder.ts";
+import { missingSecret } from "../../src/controller/pod-state.ts";
 import type { BuildPlan } from "../../src/plan/plan.ts";
 import {
   DIGEST_A,
@@ -472,4 +473,23 @@ test("a Dockerfile whose plan pod fails with a Dockerfile error fails the build 
     stage: "plan",
     line: 2,
   });
+});
+
+test("a pod that cannot start for a missing Secret fails the build with the Secret's name; the pod goes", () => {
+  const ib = imageBuild();
+  const failure = missingSecret([
+    'MountVolume.SetUp failed for volume "push-secret" : secret "not-here" not found',
+  ]);
+  assert.deepEqual(failure, {
+    reason: "SecretNotFound",
+    message: "Secret not-here (volume push-secret) does not exist in the ImageBuild's namespace",
+  });
+  assert.equal(
+    missingSecret(['MountVolume.SetUp failed for volume "work" : no space left on device']),
+    undefined,
+  );
+  const d = decide(world(ib, { [POD]: runningPod(POD) }, { stuck: new Map([[POD, failure!]]) }), OPTS);
+  assert.equal(d.status.phase, "Failed");
+  assert.deepEqual(d.status.failure, { ...failure, stage: "image" });
+  assert.deepEqual(d.delete, [POD]);
 });

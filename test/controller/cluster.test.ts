@@ -23,10 +23,18 @@ import {
 // controller(s), so the tests run side by side.
 
 async function phaseOf(c: Cluster, ns: string, name: string, phase: string, generation = 1) {
-  return waitFor(`${ns}/${name} to reach ${phase}`, async () => {
-    const ib = await getImageBuild(c, ns, name);
-    return ib?.status?.phase === phase && ib.status.observedGeneration === generation ? ib : undefined;
-  });
+  let last: unknown;
+  try {
+    return await waitFor(`${ns}/${name} to reach ${phase}`, async () => {
+      const ib = await getImageBuild(c, ns, name);
+      last = ib?.status;
+      return ib?.status?.phase === phase && ib.status.observedGeneration === generation ? ib : undefined;
+    });
+  } catch (err) {
+    throw new Error(`${ns}/${name} did not reach ${phase}; its status: ${JSON.stringify(last)}`, {
+      cause: err,
+    });
+  }
 }
 
 /** Watches the namespace's pods by polling; every pod uid ever seen, by name. */
@@ -255,6 +263,23 @@ suite("controller on the test cluster", { concurrency: true, timeout: 400_000 },
       ],
     );
     await eventReasons(c, ns, ["Failed"]);
+  });
+
+  test("a push Secret that does not exist fails the build at once, naming it", async (t) => {
+    const { c, ns } = await started(t);
+    const spec = layersSpec(c, `e2e/${ns}/nosecret`, { "n.txt": "n\n" });
+    (spec as { output: object }).output = {
+      ...(spec as { output: object }).output,
+      pushSecretRef: { name: "not-here" },
+    };
+    await createImageBuild(c, ns, "nosecret", spec);
+    const ib = await phaseOf(c, ns, "nosecret", "Failed");
+    assert.deepEqual(ib.status?.failure, {
+      reason: "SecretNotFound",
+      message: "Secret not-here (volume push-secret) does not exist in the ImageBuild's namespace",
+      stage: "image",
+    });
+    await waitFor("its pod to go", async () => (await listPods(c, ns)).length === 0, 60_000);
   });
 
   test("a stage pod deleted by hand mid-build is created again and the build succeeds", async (t) => {
