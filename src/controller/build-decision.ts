@@ -389,6 +389,13 @@ export function decide(world: World, opts: DecideOptions): Decision {
           ? [`stage ${u.stageName} (${u.platform}) is retried after ${count} attempt(s): ${lastFailure}`]
           : [];
       }),
+      // A pod the scheduler cannot place (no node of its architecture, say) says why in PodScheduled.
+      ...units.flatMap((u) => {
+        const c = world.pods
+          .get(u.name)
+          ?.status?.conditions?.find((x) => x.type === "PodScheduled" && x.status === "False");
+        return c?.message !== undefined ? [`pod ${u.name} is not scheduled: ${c.message}`] : [];
+      }),
     ].join("; "),
   );
   return {

@@ -83,7 +83,15 @@ export function summarizePod(pod: V1Pod): V1Pod {
             ...(s.startTime !== undefined ? { startTime: s.startTime } : {}),
             ...(s.conditions !== undefined
               ? {
-                  conditions: s.conditions.map((c) => ({ type: c.type, status: c.status }) as V1PodCondition),
+                  conditions: s.conditions.map(
+                    (c) =>
+                      ({
+                        type: c.type,
+                        status: c.status,
+                        ...(c.reason !== undefined ? { reason: c.reason } : {}),
+                        ...(c.message !== undefined ? { message: c.message } : {}),
+                      }) as V1PodCondition,
+                  ),
                 }
               : {}),
             ...(s.initContainerStatuses !== undefined

@@ -493,3 +493,25 @@ test("a pod that cannot start for a missing Secret fails the build with the Secr
   assert.deepEqual(d.status.failure, { ...failure, stage: "image" });
   assert.deepEqual(d.delete, [POD]);
 });
+
+test("a pod the scheduler cannot place says why in the Succeeded condition while the build waits", () => {
+  const ib = imageBuild();
+  const pending = runningPod(POD);
+  pending.status = {
+    phase: "Pending",
+    conditions: [
+      {
+        type: "PodScheduled",
+        status: "False",
+        reason: "Unschedulable",
+        message: "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector.",
+      },
+    ],
+  };
+  const d = decide(world(ib, { [POD]: pending }), OPTS);
+  assert.equal(d.status.phase, "Building");
+  assert.equal(
+    d.status.conditions?.find((c) => c.type === "Succeeded")?.message,
+    `Building 0/1 units; pod ${POD} is not scheduled: 0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector.`,
+  );
+});

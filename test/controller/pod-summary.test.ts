@@ -71,7 +71,9 @@ test("a pod summary keeps identity, labels, deletion and the controller owner; d
     status: {
       phase: "Running",
       startTime: "2026-01-01T00:00:00Z",
-      conditions: [{ type: "DisruptionTarget", status: "True" }],
+      conditions: [
+        { type: "DisruptionTarget", status: "True", reason: "EvictionByEvictionAPI", message: "m" },
+      ],
     },
   });
   assert.deepEqual(podState(s), podState(served));
