@@ -40,7 +40,6 @@ export const StepCacheTargetSchema = z.object({
   /** Cached steps older than this run again. */
   ttlSeconds: z.number().int().positive(),
 });
-export type StepCacheTarget = z.infer<typeof StepCacheTargetSchema>;
 
 export const StageJobSchema = z.discriminatedUnion("kind", [
   z.object({

@@ -9,7 +9,7 @@ export interface EventSource {
 }
 
 /** The ImageBuild an event is about: what its involvedObject names, not the whole object. */
-export type InvolvedObject = Pick<ImageBuild["metadata"], "name" | "namespace" | "uid" | "resourceVersion">;
+type InvolvedObject = Pick<ImageBuild["metadata"], "name" | "namespace" | "uid" | "resourceVersion">;
 
 export interface EventRecorderOptions {
   readonly source: EventSource;
