@@ -4,21 +4,27 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { Admission } from "../../src/controller/admission.ts";
 import { WorkQueue } from "../../src/controller/queue.ts";
 
+/** Shuts the queue down and hands out what waits to `workers` workers; the keys in the order handled. */
+async function drain(q: WorkQueue, workers: number): Promise<string[]> {
+  const seen: string[] = [];
+  q.shutdown();
+  await q.run(
+    workers,
+    async (k) => {
+      seen.push(k);
+    },
+    assert.fail,
+  );
+  return seen;
+}
+
 test("a key added many times while waiting is handled once", async () => {
   const q = new WorkQueue();
   for (let i = 0; i < 5; i++) q.add("ns/a");
   q.add("ns/b");
   q.add("ns/a");
   assert.equal(q.length, 2);
-  const seen: string[] = [];
-  q.shutdown();
-  await q.run(
-    3,
-    async (k) => {
-      seen.push(k);
-    },
-    assert.fail,
-  );
+  const seen = await drain(q, 3);
   assert.deepEqual(seen, ["ns/a", "ns/b"]);
 });
 
@@ -126,15 +132,7 @@ test("urgent keys are handed out before waiting ones; a waiting key added as urg
   q.add("ns/status-1"); // de-duplicated
   assert.equal(q.length, 3);
   assert.equal(q.urgentLength, 2);
-  const seen: string[] = [];
-  q.shutdown();
-  await q.run(
-    1,
-    async (k) => {
-      seen.push(k);
-    },
-    assert.fail,
-  );
+  const seen = await drain(q, 1);
   assert.deepEqual(seen, ["ns/new-1", "ns/status-2", "ns/status-1"]);
 });
 
